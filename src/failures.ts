@@ -1,0 +1,136 @@
+/**
+ * The one catalogue of failures: every way a command can fail, with its exit code, who is to
+ * blame, and what the operator should do. Exit codes are below 256 (the OS truncates larger ones);
+ * 22, 23 and 51 are documented by Microsoft and fixed. The README's exit-code table is this table.
+ *
+ * Deep code throws a `HandlerFailure` naming one of these kinds; only the pipeline turns it into a
+ * status file and an exit code.
+ */
+
+export type Blame = 'vm-configuration' | 'platform';
+
+export interface FailureKind {
+  code: number;
+  blame: Blame;
+  /** One sentence: what went wrong, without the details of this occurrence. */
+  title: string;
+  /** What the operator does about it. */
+  remedy: string;
+}
+
+export const failureKinds = {
+  unknownCommand: {
+    code: 2,
+    blame: 'vm-configuration',
+    title: 'The handler was run with a command it does not know.',
+    remedy:
+      'Run it with install, enable, disable, uninstall or update, as HandlerManifest.json does.',
+  },
+  noSystemAssignedIdentity: {
+    code: 22,
+    blame: 'vm-configuration',
+    title: 'The VM has no system-assigned managed identity.',
+    remedy:
+      'Enable the system-assigned managed identity on the VM (az vm identity assign), then reinstall the extension.',
+  },
+  legacyExtensionInstalled: {
+    code: 23,
+    blame: 'vm-configuration',
+    title: 'The deprecated AADLoginForLinux extension is still installed.',
+    remedy:
+      'Remove AADLoginForLinux first (az vm extension delete --name AADLoginForLinux), then install AADSSHLoginForLinux.',
+  },
+  unsupportedOperatingSystem: {
+    code: 51,
+    blame: 'vm-configuration',
+    title: "This extension isn't supported on the VM's operating system.",
+    remedy:
+      'See the supported distributions at https://learn.microsoft.com/entra/identity/devices/howto-vm-sign-in-azure-ad-linux#supported-linux-distributions-and-azure-regions.',
+  },
+  runtimeCannotStart: {
+    code: 52,
+    blame: 'vm-configuration',
+    title: "The handler's executable cannot run on this VM.",
+    remedy:
+      'Check that the VM is x86_64 or aarch64 and that /var/lib/waagent is not mounted noexec, then retry.',
+  },
+  invalidSettings: {
+    code: 53,
+    blame: 'vm-configuration',
+    title: "The extension's public settings are invalid.",
+    remedy: 'Correct the named setting and apply the extension again.',
+  },
+  handlerEnvironmentInvalid: {
+    code: 60,
+    blame: 'platform',
+    title: 'HandlerEnvironment.json, written by the guest agent, is missing or malformed.',
+    remedy:
+      'Reinstall the extension so the guest agent writes it again; if it persists, update the guest agent (waagent).',
+  },
+  protectedSettingsUnreadable: {
+    code: 61,
+    blame: 'platform',
+    title: "The extension's protected settings could not be decrypted.",
+    remedy:
+      "Check that the certificate named by protectedSettingsCertThumbprint is in the guest agent's folder, or apply the extension again so the agent fetches it.",
+  },
+  handlerBusy: {
+    code: 62,
+    blame: 'platform',
+    title: 'Another command of this extension was still running.',
+    remedy:
+      'Wait for it to finish; the guest agent retries at the next goal state. If it never finishes, end the named process.',
+  },
+  deadlineExceeded: {
+    code: 63,
+    blame: 'platform',
+    title: 'The command did not finish in the time the guest agent allows.',
+    remedy: 'See the handler log for the step that was slow, then apply the extension again.',
+  },
+  cannotWriteHandlerFiles: {
+    code: 64,
+    blame: 'vm-configuration',
+    title: 'The handler could not write its status or state files.',
+    remedy: 'Free space (and inodes) under /var/lib/waagent, then apply the extension again.',
+  },
+  unexpected: {
+    code: 70,
+    blame: 'platform',
+    title: 'The handler failed unexpectedly.',
+    remedy: 'Apply the extension again; if it fails again, report the message and the handler log.',
+  },
+} as const satisfies Record<string, FailureKind>;
+
+export type FailureKindName = keyof typeof failureKinds;
+
+/** A failure of a known kind, with the details of this occurrence (never a secret). */
+export class HandlerFailure extends Error {
+  override readonly name = 'HandlerFailure';
+  constructor(
+    readonly kind: FailureKindName,
+    readonly detail: string,
+    options?: { cause?: unknown },
+  ) {
+    super(detail, options);
+  }
+
+  get code(): number {
+    return failureKinds[this.kind].code;
+  }
+
+  /** The operator's message: what happened here, then what to do. */
+  get operatorMessage(): string {
+    const kind = failureKinds[this.kind];
+    const detail = this.detail.trim();
+    return `${detail || kind.title} ${kind.remedy}`;
+  }
+}
+
+/** Any thrown value as a catalogued failure; unknown errors keep their message, never a stack. */
+export function toFailure(error: unknown): HandlerFailure {
+  if (error instanceof HandlerFailure) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  return new HandlerFailure('unexpected', `${failureKinds.unexpected.title} ${message}`, {
+    cause: error,
+  });
+}

@@ -1,0 +1,197 @@
+import { appendFileSync, mkdirSync, renameSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import winston from 'winston';
+
+export type LogFields = Record<string, string | number | boolean | null | undefined>;
+
+/** The handler's log. Every line carries the operation, sequence number and handler version. */
+export interface Log {
+  debug(message: string, fields?: LogFields): void;
+  info(message: string, fields?: LogFields): void;
+  warn(message: string, fields?: LogFields): void;
+  error(message: string, fields?: LogFields): void;
+  /** Adds a value that must never appear in the log (a decrypted setting, a token). */
+  addSecret(secret: string): void;
+  /** Flushes and closes the log file. */
+  close(): Promise<void>;
+}
+
+export interface LogContext {
+  operation: string;
+  sequenceNumber: number | undefined;
+  version: string;
+}
+
+const REDACTED = '[REDACTED]';
+
+/** Patterns that are secrets whatever their source: JWTs, token fields, bearer tokens. */
+const SECRET_PATTERNS: ReadonlyArray<readonly [RegExp, string]> = [
+  [/eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*/g, REDACTED],
+  [
+    /("(?:access_token|refresh_token|client_secret|protectedSettings)"\s*:\s*")[^"]*"/g,
+    `$1${REDACTED}"`,
+  ],
+  [/(Bearer\s+)[A-Za-z0-9._~+/=-]+/g, `$1${REDACTED}`],
+];
+
+/** Removes every known secret and anything shaped like a token from `text`. */
+export function redact(text: string, secrets: Iterable<string>): string {
+  let result = text;
+  for (const secret of secrets) {
+    if (secret.length >= 4) result = result.split(secret).join(REDACTED);
+  }
+  for (const [pattern, replacement] of SECRET_PATTERNS) {
+    result = result.replace(pattern, replacement);
+  }
+  return result;
+}
+
+function formatFields(fields: LogFields | undefined): string {
+  if (!fields) return '';
+  const parts: string[] = [];
+  for (const [key, value] of Object.entries(fields)) {
+    if (value === undefined) continue;
+    const text = String(value);
+    parts.push(`${key}=${/[\s"=]/.test(text) || text === '' ? JSON.stringify(text) : text}`);
+  }
+  return parts.length ? ` ${parts.join(' ')}` : '';
+}
+
+/** Formats one event as one line (newlines inside a message are escaped). */
+export function formatLine(
+  timestamp: Date,
+  level: string,
+  context: LogContext,
+  message: string,
+  fields?: LogFields,
+): string {
+  const seq = context.sequenceNumber === undefined ? '-' : String(context.sequenceNumber);
+  const text = `${message}${formatFields(fields)}`.replace(/\r?\n/g, '\\n');
+  return `${timestamp.toISOString()} ${level.toUpperCase().padEnd(5)} [${context.operation} seq=${seq} v=${context.version} pid=${process.pid}] ${text}`;
+}
+
+export interface FileLogOptions {
+  folder: string;
+  fileName: string;
+  context: LogContext;
+  /** Rotation: size of one file, and how many rotated files to keep. */
+  maxBytes?: number;
+  maxFiles?: number;
+  /** Where to say that the log folder cannot be written (the log itself never fails a command). */
+  onProblem?: (message: string) => void;
+}
+
+/**
+ * A log file in the agent's log folder, rotated by size (`maxFiles` files of `maxBytes` each), one
+ * line per event, secrets redacted. If the folder cannot be written, events are dropped and the
+ * problem is reported once through `onProblem`: a log never fails the operation.
+ */
+export function createFileLog(options: FileLogOptions): Log {
+  const secrets = new Set<string>();
+  let reported = false;
+  const problem = (message: string) => {
+    if (reported) return;
+    reported = true;
+    options.onProblem?.(message);
+  };
+  try {
+    mkdirSync(options.folder, { recursive: true, mode: 0o755 });
+  } catch (error) {
+    problem(`cannot create log folder ${options.folder}: ${(error as Error).message}`);
+    return createNullLog(secrets);
+  }
+  const transport = new winston.transports.Stream({
+    stream: rotatingFileStream(
+      path.join(options.folder, options.fileName),
+      options.maxBytes ?? 1024 * 1024,
+      options.maxFiles ?? 5,
+      problem,
+    ),
+  });
+  const logger = winston.createLogger({
+    level: 'debug',
+    transports: [transport],
+    format: winston.format.printf((info) =>
+      redact(
+        formatLine(
+          new Date(),
+          info.level,
+          options.context,
+          String(info.message),
+          info.fields as LogFields,
+        ),
+        secrets,
+      ),
+    ),
+  });
+  logger.on('error', (error: Error) => problem(`cannot write log: ${error.message}`));
+  let closed = false;
+  const write = (level: string) => (message: string, fields?: LogFields) => {
+    if (!closed) logger.log({ level, message, fields });
+  };
+  return {
+    debug: write('debug'),
+    info: write('info'),
+    warn: write('warn'),
+    error: write('error'),
+    addSecret: (secret) => secrets.add(secret),
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      logger.end();
+    },
+  };
+}
+
+/**
+ * A stream that appends each line synchronously (a command writes a few dozen lines, and none may
+ * be lost when the process exits right after) and rotates by size: `file` → `file.1` → … →
+ * `file.<maxFiles-1>`, the oldest dropped.
+ */
+function rotatingFileStream(
+  file: string,
+  maxBytes: number,
+  maxFiles: number,
+  problem: (message: string) => void,
+): Writable {
+  const rotateFor = (bytes: number) => {
+    let size = 0;
+    try {
+      size = statSync(file).size;
+    } catch {
+      return;
+    }
+    if (size === 0 || size + bytes <= maxBytes) return;
+    for (let index = maxFiles - 1; index >= 1; index--) {
+      try {
+        renameSync(index === 1 ? file : `${file}.${index - 1}`, `${file}.${index}`);
+      } catch {
+        // an older file that does not exist yet
+      }
+    }
+  };
+  return new Writable({
+    write(chunk: Buffer, _encoding, next) {
+      try {
+        rotateFor(chunk.length);
+        appendFileSync(file, chunk, { mode: 0o644 });
+      } catch (error) {
+        problem(`cannot write log ${file}: ${(error as Error).message}`);
+      }
+      next();
+    },
+  });
+}
+
+function createNullLog(secrets: Set<string>): Log {
+  const ignore = () => undefined;
+  return {
+    debug: ignore,
+    info: ignore,
+    warn: ignore,
+    error: ignore,
+    addSecret: (secret) => secrets.add(secret),
+    close: async () => undefined,
+  };
+}

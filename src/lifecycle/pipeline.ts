@@ -1,0 +1,381 @@
+import path from 'node:path';
+import { HandlerFailure, toFailure } from '../failures.js';
+import type { Clock } from '../io/clock.js';
+import { errorMessage } from '../io/files.js';
+import { type Log, type LogContext, redact } from '../io/log.js';
+import type { Processes } from '../io/processes.js';
+import {
+  type HandlerEnvironment,
+  readHandlerEnvironment,
+} from '../protocol/handler-environment.js';
+import { acquireLock, type HeldLock, type ProcessTable } from '../protocol/lock.js';
+import { decryptProtectedSettings, secretValues } from '../protocol/protected-settings.js';
+import { resolveSequenceNumber } from '../protocol/sequence.js';
+import { readSettings } from '../protocol/settings.js';
+import { type StatusReport, type StatusValue, writeStatus } from '../protocol/status.js';
+import type { AgentHints, Extension, OperationContext, Outcome } from './extension.js';
+import { operations as defaultOperations, type Operation, type Verb } from './operations.js';
+import { fileStateStore, type HandlerState, recordApplied, type StateStore } from './state.js';
+
+export interface PipelineDependencies<Settings> {
+  extension: Extension<Settings>;
+  /** This handler's four-part version. */
+  version: string;
+  /** The folder the agent unzipped the handler into (it holds HandlerEnvironment.json). */
+  handlerDir: string;
+  /** The command's environment (the agent's variables). */
+  env: Readonly<Record<string, string | undefined>>;
+  clock: Clock;
+  processes: Processes;
+  createLog(options: { folder: string; fileName: string; context: LogContext }): Log;
+  processTable?: ProcessTable;
+  /** The operation table; tests pass shorter deadlines. */
+  operations?: Readonly<Record<Verb, Operation>>;
+  /** Called with problems that cannot go to the log (it is not open yet, or not writable). */
+  warn?: (message: string) => void;
+}
+
+export interface CommandResult {
+  exitCode: number;
+  status: StatusValue;
+  /** The operator's one-line account; main prints it, and the agent shows it on failure. */
+  message: string;
+}
+
+/** Time kept back from the deadline to write the status and exit after waiting for the lock. */
+const LOCK_RESERVE_MS = 10_000;
+
+/** The folder holding the handler's state and lock: beside the versioned handler folders. */
+export function stateFolder(handlerDir: string, handlerName: string): string {
+  return path.join(path.dirname(path.resolve(handlerDir)), `${handlerName}.state`);
+}
+
+/** The agent's `Lib.Dir`, where it keeps the certificates for protected settings. */
+export function certificateFolder(
+  handlerDir: string,
+  env: Readonly<Record<string, string | undefined>>,
+): string {
+  const fromAgent = env.AZURE_GUEST_AGENT_EXTENSION_PATH?.trim();
+  return path.dirname(path.resolve(fromAgent || handlerDir));
+}
+
+/**
+ * Runs one lifecycle command from start to end: environment → sequence number → lock → settings
+ * → `transitioning` status where the operation reports progress → the extension's work, bounded by
+ * the deadline → terminal status → handler state → exit code. It never throws and never exits the
+ * process: every failure becomes a status file and an exit code from the failure catalogue.
+ */
+export async function runCommand<Settings>(
+  verb: Verb,
+  deps: PipelineDependencies<Settings>,
+): Promise<CommandResult> {
+  const operation = (deps.operations ?? defaultOperations)[verb];
+  const { extension, clock, version } = deps;
+  const deadline = startDeadline(operation.deadlineSeconds * 1000, clock);
+  const secrets = new Set<string>();
+  let log: Log | undefined;
+  let lock: HeldLock | undefined;
+  let statusFolder = path.join(deps.handlerDir, 'status');
+  let sequenceNumber = 0;
+
+  const report = async (status: StatusValue, code: number, message: string, outcome?: Outcome) => {
+    const safeMessage = redact(message, secrets);
+    const statusReport: StatusReport = {
+      operation: operation.title,
+      status,
+      code,
+      message: safeMessage,
+      ...(outcome?.substatus
+        ? {
+            substatus: outcome.substatus.map((entry) => ({
+              ...entry,
+              message: redact(entry.message, secrets),
+            })),
+          }
+        : {}),
+    };
+    try {
+      await writeStatus(statusFolder, sequenceNumber, statusReport, {
+        handlerName: extension.handlerName,
+        now: clock.now(),
+      });
+      return true;
+    } catch (error) {
+      const problem = `Cannot write the status file in ${statusFolder}: ${errorMessage(error)}`;
+      log?.error(problem);
+      deps.warn?.(problem);
+      return false;
+    }
+  };
+
+  const fail = async (error: unknown): Promise<CommandResult> => {
+    const failure = toFailure(error);
+    const message = redact(`${operation.title} failed: ${failure.operatorMessage}`, secrets);
+    log?.error(message, { code: failure.code, kind: failure.kind });
+    const written = await report('error', failure.code, message);
+    if (!written) {
+      const unwritable = new HandlerFailure('cannotWriteHandlerFiles', message);
+      return { exitCode: unwritable.code, status: 'error', message: unwritable.operatorMessage };
+    }
+    return { exitCode: failure.code, status: 'error', message };
+  };
+
+  try {
+    // 1. Environment: where the agent wants config, status and logs.
+    let environment: HandlerEnvironment;
+    try {
+      environment = await readHandlerEnvironment(deps.handlerDir, { clock });
+    } catch (error) {
+      sequenceNumber = (
+        await resolveSequenceNumber(deps.env, path.join(deps.handlerDir, 'config')).catch(() => ({
+          value: 0,
+        }))
+      ).value;
+      return await fail(error);
+    }
+    statusFolder = environment.statusFolder;
+
+    // 2. Sequence number, and the log that names it on every line.
+    const sequence = await resolveSequenceNumber(deps.env, environment.configFolder);
+    sequenceNumber = sequence.value;
+    log = deps.createLog({
+      folder: environment.logFolder,
+      fileName: extension.logFileName,
+      context: { operation: verb, sequenceNumber, version },
+    });
+    for (const secret of secrets) log.addSecret(secret);
+    const agent = agentHints(deps.env);
+    log.info(`${operation.title} started`, {
+      sequenceNumberFrom: sequence.source,
+      deadlineSeconds: operation.deadlineSeconds,
+      updatingFrom: agent.updatingFromVersion,
+      updatingTo: agent.updatingToVersion,
+    });
+
+    // 3. One command of this handler at a time, old and new versions alike.
+    const folder = stateFolder(deps.handlerDir, extension.handlerName);
+    lock = await acquireLock({
+      file: path.join(folder, 'lock'),
+      operation: verb,
+      version,
+      clock,
+      waitMs: Math.max(0, deadline.remainingMs() - LOCK_RESERVE_MS),
+      signal: deadline.signal,
+      ...(deps.processTable ? { processes: deps.processTable } : {}),
+      onWait: (holder) =>
+        log?.warn('Waiting for another command of this extension to finish', {
+          holderOperation: holder?.operation,
+          holderVersion: holder?.version,
+          holderPid: holder?.pid,
+        }),
+    });
+    const store = fileStateStore(path.join(folder, 'state.json'));
+    const loaded = await store.load();
+    if (loaded.problem) log.warn(loaded.problem);
+
+    // 4. Settings: public ones validated by the extension, protected ones decrypted.
+    const { settings, protectedSettings } = await loadSettings(operation, {
+      extension,
+      configFolder: environment.configFolder,
+      sequenceNumber,
+      certificateFolder: certificateFolder(deps.handlerDir, deps.env),
+      processes: deps.processes,
+      signal: deadline.signal,
+      log,
+      secrets,
+    });
+
+    // 5. Progress, the work itself inside the deadline, and the result.
+    if (operation.reports === 'progress') {
+      await report('transitioning', 0, `${operation.title} in progress.`);
+    }
+    const context: OperationContext<Settings> = {
+      operation,
+      sequenceNumber,
+      version,
+      settings,
+      protectedSettings,
+      agent,
+      state: loaded.state,
+      log,
+      signal: deadline.signal,
+      clock,
+      processes: deps.processes,
+    };
+    const outcome = await deadline.race(work(verb, extension, context, loaded.state, agent));
+    const message = `${operation.title} ${outcome.status === 'success' ? 'succeeded' : 'finished with warnings'}: ${outcome.message}`;
+    await saveState(store, loaded.state, verb, outcome, {
+      sequenceNumber,
+      version,
+      agent,
+      at: clock.now().toISOString(),
+    });
+    log.info(message);
+    if (!(await report(outcome.status, 0, message, outcome))) {
+      const failure = new HandlerFailure('cannotWriteHandlerFiles', message);
+      return { exitCode: failure.code, status: 'error', message: failure.operatorMessage };
+    }
+    return { exitCode: 0, status: outcome.status, message };
+  } catch (error) {
+    return await fail(deadline.signal.aborted ? deadline.signal.reason : error);
+  } finally {
+    deadline.stop();
+    await lock?.release().catch(() => undefined);
+    await log?.close();
+  }
+}
+
+/**
+ * The settings an operation works with. Operations that do not read settings get the extension's
+ * defaults, so a settings file they cannot use never fails them.
+ */
+async function loadSettings<Settings>(
+  operation: Operation,
+  options: {
+    extension: Extension<Settings>;
+    configFolder: string;
+    sequenceNumber: number;
+    certificateFolder: string;
+    processes: Processes;
+    signal: AbortSignal;
+    log: Log;
+    secrets: Set<string>;
+  },
+): Promise<{ settings: Settings; protectedSettings: Record<string, unknown> | undefined }> {
+  const { extension, log } = options;
+  if (!operation.readsSettings) {
+    return { settings: extension.parseSettings({}).settings, protectedSettings: undefined };
+  }
+  const file = await readSettings(options.configFolder, options.sequenceNumber);
+  let protectedSettings: Record<string, unknown> | undefined;
+  if (file.protectedSettings) {
+    protectedSettings = await decryptProtectedSettings(file.protectedSettings, {
+      certificateFolder: options.certificateFolder,
+      processes: options.processes,
+      signal: options.signal,
+    });
+    for (const secret of secretValues(protectedSettings)) {
+      options.secrets.add(secret);
+      log.addSecret(secret);
+    }
+  }
+  const { settings, warnings } = extension.parseSettings(file.publicSettings);
+  for (const warning of warnings) log.warn(warning);
+  log.info('Settings read', {
+    file: file.file ?? 'none',
+    protectedSettings: protectedSettings ? 'present' : 'none',
+  });
+  return { settings, protectedSettings };
+}
+
+/**
+ * The extension's work for one operation, with the ownership rule of updates: an `uninstall` by a
+ * version that no longer owns the installation (the new version's `update` took it over) leaves
+ * everything in place.
+ */
+async function work<Settings>(
+  verb: Verb,
+  extension: Extension<Settings>,
+  context: OperationContext<Settings>,
+  state: HandlerState,
+  agent: AgentHints,
+): Promise<Outcome> {
+  if (verb === 'uninstall' && state.owner !== null && state.owner !== context.version) {
+    context.log.info('Leaving the installation to the version that owns it', {
+      owner: state.owner,
+      updatingFrom: agent.updatingFromVersion,
+    });
+    return {
+      status: 'success',
+      message: `version ${context.version} left the installation in place for version ${state.owner}, which owns it now.`,
+    };
+  }
+  return extension.run[verb](context);
+}
+
+async function saveState(
+  store: StateStore,
+  state: HandlerState,
+  verb: Verb,
+  outcome: Outcome,
+  facts: { sequenceNumber: number; version: string; agent: AgentHints; at: string },
+): Promise<void> {
+  let next: HandlerState = recordApplied(state, {
+    sequenceNumber: facts.sequenceNumber,
+    operation: verb,
+    version: facts.version,
+    status: outcome.status,
+    at: facts.at,
+  });
+  if (outcome.installed) next = { ...next, installed: outcome.installed };
+  switch (verb) {
+    case 'install':
+    case 'enable':
+      next = { ...next, owner: facts.version };
+      break;
+    case 'update':
+      next = { ...next, owner: facts.agent.updatingToVersion ?? facts.version };
+      break;
+    case 'uninstall':
+      if (state.owner === null || state.owner === facts.version) {
+        next = { ...next, owner: null, installed: {}, journal: [] };
+      }
+      break;
+    case 'disable':
+      break;
+  }
+  await store.save(next);
+}
+
+/** Reads the agent's per-operation variables; "NOT_RUN" and "None" mean "not given". */
+export function agentHints(env: Readonly<Record<string, string | undefined>>): AgentHints {
+  const text = (name: string) => {
+    const value = env[name]?.trim();
+    return value && value !== 'NOT_RUN' && value !== 'None' ? value : undefined;
+  };
+  const code = (name: string) => {
+    const value = text(name);
+    return value !== undefined && /^-?\d+$/.test(value) ? Number(value) : undefined;
+  };
+  return {
+    updatingFromVersion: text('AZURE_GUEST_AGENT_UPDATING_FROM_VERSION'),
+    updatingToVersion: text('VERSION'),
+    disableExitCode: code('AZURE_GUEST_AGENT_DISABLE_CMD_EXIT_CODE'),
+    uninstallExitCode: code('AZURE_GUEST_AGENT_UNINSTALL_CMD_EXIT_CODE'),
+  };
+}
+
+interface Deadline {
+  signal: AbortSignal;
+  remainingMs(): number;
+  /** Settles with `work`, or rejects with `deadlineExceeded` when the deadline comes first. */
+  race<T>(work: Promise<T>): Promise<T>;
+  stop(): void;
+}
+
+function startDeadline(ms: number, clock: Clock): Deadline {
+  const controller = new AbortController();
+  const startedAt = clock.now().getTime();
+  const timer = setTimeout(() => {
+    controller.abort(
+      new HandlerFailure(
+        'deadlineExceeded',
+        `The command stopped itself after ${Math.round(ms / 1000)} s, before the guest agent's timeout.`,
+      ),
+    );
+  }, ms);
+  return {
+    signal: controller.signal,
+    remainingMs: () => ms - (clock.now().getTime() - startedAt),
+    race: (work) =>
+      new Promise((resolve, reject) => {
+        if (controller.signal.aborted) return reject(controller.signal.reason);
+        const onAbort = () => reject(controller.signal.reason);
+        controller.signal.addEventListener('abort', onAbort, { once: true });
+        work.then(resolve, reject).finally(() => {
+          controller.signal.removeEventListener('abort', onAbort);
+        });
+      }),
+    stop: () => clearTimeout(timer),
+  };
+}

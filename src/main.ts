@@ -1,0 +1,78 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { failureKinds } from './failures.js';
+import { systemClock } from './io/clock.js';
+import { errorMessage } from './io/files.js';
+import { createFileLog } from './io/log.js';
+import { systemProcesses } from './io/processes.js';
+import type { Extension } from './lifecycle/extension.js';
+import { isVerb, VERBS } from './lifecycle/operations.js';
+import { runCommand } from './lifecycle/pipeline.js';
+import { writeLastResortStatus } from './protocol/last-resort.js';
+import { EXTENSION_VERSION } from './version.js';
+
+/**
+ * The handler's folder: the nearest folder above the executable that holds HandlerManifest.json
+ * (the shipped layout is `<handler>/bin/<platform>/<executable>`), else the working directory,
+ * which the agent sets to the handler's folder.
+ */
+export function findHandlerDir(executable: string, cwd: string): string {
+  let dir = path.dirname(executable);
+  for (let level = 0; level < 4; level++) {
+    if (existsSync(path.join(dir, 'HandlerManifest.json'))) return dir;
+    const parent = path.dirname(dir);
+    if (parent === dir) break;
+    dir = parent;
+  }
+  return cwd;
+}
+
+/**
+ * Parses the verb and runs it through the lifecycle pipeline; the only place that exits the
+ * process. What it prints (one line) is what the agent shows an operator on failure.
+ */
+export async function main<Settings>(extension: Extension<Settings>): Promise<never> {
+  const verb = process.argv[2];
+  const handlerDir = findHandlerDir(process.execPath, process.cwd());
+  const env = process.env;
+  const crash = async (error: unknown) => {
+    const kind = failureKinds.unexpected;
+    const message = `${kind.title} ${errorMessage(error)} ${kind.remedy}`;
+    await writeLastResortStatus({
+      handlerDir,
+      env,
+      handlerName: extension.handlerName,
+      code: kind.code,
+      message,
+      operation: verb ?? 'unknown',
+    }).catch(() => undefined);
+    return exit(kind.code, message);
+  };
+  process.on('uncaughtException', crash);
+  process.on('unhandledRejection', crash);
+
+  if (!isVerb(verb)) {
+    return exit(
+      failureKinds.unknownCommand.code,
+      `Usage: ${path.basename(process.argv[1] ?? 'handler')} ${VERBS.join('|')} (got "${verb ?? ''}").`,
+    );
+  }
+  const result = await runCommand(verb, {
+    extension,
+    version: EXTENSION_VERSION,
+    handlerDir,
+    env,
+    clock: systemClock,
+    processes: systemProcesses,
+    createLog: (options) =>
+      createFileLog({ ...options, onProblem: (problem) => process.stderr.write(`${problem}\n`) }),
+    warn: (problem) => process.stderr.write(`${problem}\n`),
+  });
+  return exit(result.exitCode, result.message);
+}
+
+function exit(code: number, message: string): Promise<never> {
+  return new Promise(() => {
+    process.stdout.write(`${message}\n`, () => process.exit(code));
+  });
+}

@@ -1,0 +1,4 @@
+import { main } from '../main.js';
+import { aadLoginForWindows } from './extension.js';
+
+await main(aadLoginForWindows);
