@@ -8,9 +8,9 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests use: openssl (protected settings), binutils (objdump: glibc symbol
 # versions), file, python3 (unzips like the agent does), python3-distro + python3-distutils (the
 # real agent's code, from `apt-get download waagent`, imports them to judge status files),
-# util-linux (unshare, mount namespaces), qemu-user-static + libc6-arm64-cross (run the arm64
-# executable).
-packages=(openssl binutils file python3 python3-distro python3-distutils util-linux
+# util-linux (unshare, nsenter, mount namespaces), iproute2 (`ip`: the IMDS address in the test
+# worlds' network namespaces), qemu-user-static + libc6-arm64-cross (run the arm64 executable).
+packages=(openssl binutils file python3 python3-distro python3-distutils util-linux iproute2
   qemu-user-static libc6-arm64-cross)
 missing=()
 for package in "${packages[@]}"; do
@@ -30,5 +30,6 @@ fi
 [ -d node_modules ] || npm ci
 npm run lint
 npm run package
-node_modules/.bin/tsx --test --test-reporter=spec --test-concurrency=2 \
+# A test that runs longer than 15 minutes fails instead of holding CI until its limit.
+node_modules/.bin/tsx --test --test-reporter=spec --test-concurrency=2 --test-timeout=900000 \
   test/unit/*.test.ts test/package/*.test.ts

@@ -38,7 +38,21 @@ export const failureKinds = {
     blame: 'vm-configuration',
     title: 'The deprecated AADLoginForLinux extension is still installed.',
     remedy:
-      'Remove AADLoginForLinux first (az vm extension delete --name AADLoginForLinux), then install AADSSHLoginForLinux.',
+      'Remove AADLoginForLinux first (az vm extension delete --name AADLoginForLinux), then install AADSSHLoginForLinux. If its removal is stuck, remove the packages by hand, aadlogin first, then aadlogin-selinux (apt remove --purge, yum remove or zypper remove; see "Problems deleting the old (AADLoginForLinux) extension" in the documentation).',
+  },
+  insufficientMemory: {
+    code: 24,
+    blame: 'vm-configuration',
+    title: 'The VM has less memory than the extension needs.',
+    remedy:
+      'Resize the VM to a size with at least 1 GiB of memory, then install the extension again.',
+  },
+  imdsUnreachable: {
+    code: 25,
+    blame: 'vm-configuration',
+    title: 'The Azure Instance Metadata Service (169.254.169.254) did not answer usefully.',
+    remedy:
+      'Check that the VM has a route to 169.254.169.254 and that no firewall or proxy intercepts it (set no_proxy=169.254.169.254 for the guest agent), then apply the extension again.',
   },
   unsupportedOperatingSystem: {
     code: 51,
@@ -103,15 +117,26 @@ export const failureKinds = {
 
 export type FailureKindName = keyof typeof failureKinds;
 
+/** A check or step reported with a failure, as the status file's substatus shows it. */
+export interface FailureStep {
+  name: string;
+  status: 'success' | 'warning' | 'error';
+  code: number;
+  message: string;
+}
+
 /** A failure of a known kind, with the details of this occurrence (never a secret). */
 export class HandlerFailure extends Error {
   override readonly name = 'HandlerFailure';
+  /** The checks and steps that ran before and including the failing one. */
+  readonly steps: readonly FailureStep[];
   constructor(
     readonly kind: FailureKindName,
     readonly detail: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; steps?: readonly FailureStep[] },
   ) {
     super(detail, options);
+    this.steps = options?.steps ?? [];
   }
 
   get code(): number {

@@ -16,7 +16,7 @@ import { EXTENSION_VERSION } from './version.js';
  * (the shipped layout is `<handler>/bin/<platform>/<executable>`), else the working directory,
  * which the agent sets to the handler's folder.
  */
-export function findHandlerDir(executable: string, cwd: string): string {
+export function findHandlerDir(executable: string, cwd: () => string): string {
   let dir = path.dirname(executable);
   for (let level = 0; level < 4; level++) {
     if (existsSync(path.join(dir, 'HandlerManifest.json'))) return dir;
@@ -24,7 +24,7 @@ export function findHandlerDir(executable: string, cwd: string): string {
     if (parent === dir) break;
     dir = parent;
   }
-  return cwd;
+  return cwd();
 }
 
 /**
@@ -33,7 +33,7 @@ export function findHandlerDir(executable: string, cwd: string): string {
  */
 export async function main<Settings>(extension: Extension<Settings>): Promise<never> {
   const verb = process.argv[2];
-  const handlerDir = findHandlerDir(process.execPath, process.cwd());
+  const handlerDir = findHandlerDir(process.execPath, () => process.cwd());
   const env = process.env;
   const crash = async (error: unknown) => {
     const kind = failureKinds.unexpected;

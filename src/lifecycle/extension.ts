@@ -22,6 +22,9 @@ export interface OperationContext<Settings> {
   sequenceNumber: number;
   /** This handler's four-part version. */
   version: string;
+  /** The folder the agent unzipped the handler into, and the agent's folder above it (`Lib.Dir`). */
+  handlerDir: string;
+  libDir: string;
   settings: Settings;
   /** Decrypted protected settings; every value is already registered as a log secret. */
   protectedSettings: Record<string, unknown> | undefined;

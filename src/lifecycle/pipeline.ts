@@ -12,7 +12,12 @@ import { acquireLock, type HeldLock, type ProcessTable } from '../protocol/lock.
 import { decryptProtectedSettings, secretValues } from '../protocol/protected-settings.js';
 import { resolveSequenceNumber } from '../protocol/sequence.js';
 import { readSettings } from '../protocol/settings.js';
-import { type StatusReport, type StatusValue, writeStatus } from '../protocol/status.js';
+import {
+  type StatusReport,
+  type StatusValue,
+  type Substatus,
+  writeStatus,
+} from '../protocol/status.js';
 import type { AgentHints, Extension, OperationContext, Outcome } from './extension.js';
 import { operations as defaultOperations, type Operation, type Verb } from './operations.js';
 import { fileStateStore, type HandlerState, recordApplied, type StateStore } from './state.js';
@@ -50,7 +55,7 @@ export function stateFolder(handlerDir: string, handlerName: string): string {
   return path.join(path.dirname(path.resolve(handlerDir)), `${handlerName}.state`);
 }
 
-/** The agent's `Lib.Dir`, where it keeps the certificates for protected settings. */
+/** The agent's `Lib.Dir`, where it keeps handler folders and the certificates for protected settings. */
 export function certificateFolder(
   handlerDir: string,
   env: Readonly<Record<string, string | undefined>>,
@@ -78,21 +83,19 @@ export async function runCommand<Settings>(
   let statusFolder = path.join(deps.handlerDir, 'status');
   let sequenceNumber = 0;
 
-  const report = async (status: StatusValue, code: number, message: string, outcome?: Outcome) => {
+  const report = async (
+    status: StatusValue,
+    code: number,
+    message: string,
+    substatus: readonly Substatus[] = [],
+  ) => {
     const safeMessage = redact(message, secrets);
     const statusReport: StatusReport = {
       operation: operation.title,
       status,
       code,
       message: safeMessage,
-      ...(outcome?.substatus
-        ? {
-            substatus: outcome.substatus.map((entry) => ({
-              ...entry,
-              message: redact(entry.message, secrets),
-            })),
-          }
-        : {}),
+      substatus: substatus.map((entry) => ({ ...entry, message: redact(entry.message, secrets) })),
     };
     try {
       await writeStatus(statusFolder, sequenceNumber, statusReport, {
@@ -112,7 +115,7 @@ export async function runCommand<Settings>(
     const failure = toFailure(error);
     const message = redact(`${operation.title} failed: ${failure.operatorMessage}`, secrets);
     log?.error(message, { code: failure.code, kind: failure.kind });
-    const written = await report('error', failure.code, message);
+    const written = await report('error', failure.code, message, failure.steps);
     if (!written) {
       const unwritable = new HandlerFailure('cannotWriteHandlerFiles', message);
       return { exitCode: unwritable.code, status: 'error', message: unwritable.operatorMessage };
@@ -193,6 +196,8 @@ export async function runCommand<Settings>(
       operation,
       sequenceNumber,
       version,
+      handlerDir: deps.handlerDir,
+      libDir: certificateFolder(deps.handlerDir, deps.env),
       settings,
       protectedSettings,
       agent,
@@ -211,7 +216,7 @@ export async function runCommand<Settings>(
       at: clock.now().toISOString(),
     });
     log.info(message);
-    if (!(await report(outcome.status, 0, message, outcome))) {
+    if (!(await report(outcome.status, 0, message, outcome.substatus))) {
       const failure = new HandlerFailure('cannotWriteHandlerFiles', message);
       return { exitCode: failure.code, status: 'error', message: failure.operatorMessage };
     }

@@ -232,6 +232,7 @@ async function runAgentScript(args: readonly string[]): Promise<unknown> {
     ({ stdout } = await execFileAsync(PYTHON, [AGENT_SCRIPT, '--agent-root', agentRoot, ...args], {
       env: { PATH: AGENT_PATH, LANG: 'C.UTF-8' },
       maxBuffer: 16 * 1024 * 1024,
+      timeout: 120_000,
     }));
   } catch (error) {
     const failure = error as { stderr?: string; message: string };
@@ -325,14 +326,18 @@ export class AgentSandbox {
   /** The agent's `Extension.LogDir` (default /var/log/azure). */
   readonly extensionLogDir: string;
 
-  private constructor(readonly root: string) {
+  private constructor(
+    readonly root: string,
+    /** Wraps every command this sandbox's handlers run (a test world's namespaces), unless a run says otherwise. */
+    readonly launcher: Launcher | undefined,
+  ) {
     this.libDir = path.join(root, 'lib');
     this.extensionLogDir = path.join(root, 'log', 'azure');
   }
 
-  static async create(label: string): Promise<AgentSandbox> {
+  static async create(label: string, options: { launcher?: Launcher } = {}): Promise<AgentSandbox> {
     const root = await fs.mkdtemp(path.join(os.tmpdir(), `aad-agent-${label}-`));
-    const sandbox = new AgentSandbox(root);
+    const sandbox = new AgentSandbox(root, options.launcher);
     await fs.mkdir(sandbox.libDir, { recursive: true, mode: 0o755 });
     await fs.mkdir(sandbox.extensionLogDir, { recursive: true, mode: 0o755 });
     return sandbox;
@@ -462,8 +467,11 @@ export interface RunOptions {
   agentEnvironment?: Record<string, string>;
   timeoutMs?: number;
   /** Wraps the argv the agent would start (`/bin/sh -c <command>`), e.g. in `unshare`. */
-  launcher?: (argv: readonly string[]) => readonly string[];
+  launcher?: Launcher;
 }
+
+/** Wraps the argv of a command started with working directory `cwd`. */
+export type Launcher = (argv: readonly string[], cwd: string) => readonly string[];
 
 export interface CommandRun {
   operation: Operation;
@@ -618,8 +626,9 @@ export class HandlerInstance {
    */
   async run(operation: Operation, options: RunOptions): Promise<CommandRun> {
     const { command, env } = await this.plan(operation, options);
-    const argv = options.launcher
-      ? options.launcher(['/bin/sh', '-c', command])
+    const launcher = options.launcher ?? this.sandbox.launcher;
+    const argv = launcher
+      ? launcher(['/bin/sh', '-c', command], this.dir)
       : ['/bin/sh', '-c', command];
     const timeoutMs = options.timeoutMs ?? AGENT_TIMEOUT_SECONDS[operation] * 1000;
     const capture = (stream: string) =>
@@ -941,9 +950,20 @@ function readSyncAt(fd: number, buffer: Buffer, position: number): number {
 export async function runTool(
   file: string,
   args: readonly string[],
-  options: { cwd?: string; input?: string | Buffer; env?: Record<string, string> } = {},
+  options: {
+    cwd?: string;
+    input?: string | Buffer;
+    env?: Record<string, string>;
+    /** A tool that runs longer is killed and the call fails, naming it: a test never hangs. */
+    timeoutMs?: number;
+  } = {},
 ): Promise<{ stdout: string; stderr: string; exitCode: number }> {
   return new Promise((resolve, reject) => {
+    const timeoutMs = options.timeoutMs ?? 120_000;
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${file} ${args.join(' ')} did not finish in ${timeoutMs / 1000} s`));
+    }, timeoutMs);
     const child = spawn(file, args, {
       cwd: options.cwd ?? os.tmpdir(),
       env: options.env ?? { PATH: AGENT_PATH, LANG: 'C' },
@@ -955,14 +975,18 @@ export async function runTool(
     child.stdin?.on('error', () => undefined);
     child.stdout?.on('data', (chunk: Buffer) => out.push(chunk));
     child.stderr?.on('data', (chunk: Buffer) => err.push(chunk));
-    child.once('error', reject);
-    child.once('close', (code) =>
+    child.once('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    child.once('close', (code) => {
+      clearTimeout(timer);
       resolve({
         stdout: Buffer.concat(out).toString('utf8'),
         stderr: Buffer.concat(err).toString('utf8'),
         exitCode: code ?? -1,
-      }),
-    );
+      });
+    });
     child.stdin?.end(options.input);
   });
 }

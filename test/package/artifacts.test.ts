@@ -21,6 +21,7 @@ import {
   WINDOWS_HANDLER_NAME,
   zipEntries,
 } from './agent-driver.js';
+import { azureVm } from './world.js';
 
 const version = extensionVersionOf();
 const QEMU = '/usr/bin/qemu-aarch64-static';
@@ -59,13 +60,19 @@ describe('the Linux zip', () => {
   let zip = '';
   let sandbox: AgentSandbox;
   let handler: HandlerInstance;
+  /** The commands run on an ordinary Azure VM: this machine's files and an IMDS with an identity. */
+  let vm: Awaited<ReturnType<typeof azureVm>>;
   before(async () => {
     zip = await requireZip(LINUX_HANDLER_NAME);
     await ensureWaagent();
-    sandbox = await AgentSandbox.create('artifacts');
+    vm = await azureVm();
+    sandbox = await AgentSandbox.create('artifacts', { launcher: vm.launcher });
     handler = await sandbox.unpack(zip, version);
   });
-  after(async () => sandbox?.cleanup());
+  after(async () => {
+    await vm?.close();
+    await sandbox?.cleanup();
+  });
 
   test('holds exactly the manifest, the entry script and the two executables', async () => {
     assert.deepEqual((await zipEntries(zip)).sort(), [
@@ -170,7 +177,8 @@ describe('the Linux zip', () => {
       const executable = path.join(arm.dir, EXECUTABLES.arm64);
       const run = await arm.run('enable', {
         seq: 3,
-        launcher: () => [QEMU, '-L', AARCH64_ROOT, executable, 'enable'],
+        launcher: (_argv, cwd) =>
+          vm.launcher([QEMU, '-L', AARCH64_ROOT, executable, 'enable'], cwd),
       });
       assert.equal(run.exitCode, 0, `${run.stdout}${run.stderr}`);
       const status = await arm.agentStatus(3);

@@ -34,14 +34,21 @@ import {
   WIRE_PROTOCOL_ADDRESS,
   watchStatus,
 } from './agent-driver.js';
+import { azureVm } from './world.js';
 
 const versionA = extensionVersionOf();
 let zipA = '';
 
+/** Every command runs on an ordinary Azure VM: this machine's files and an IMDS with an identity. */
+let vm: Awaited<ReturnType<typeof azureVm>>;
+
 before(async () => {
   zipA = await requireZip(LINUX_HANDLER_NAME);
   await ensureWaagent();
+  vm = await azureVm();
 });
+
+after(async () => vm?.close());
 
 function assertExit(run: CommandRun, expected: number): void {
   assert.equal(
@@ -91,7 +98,7 @@ describe('the driver and the status judge are the real agent', () => {
   let sandbox: AgentSandbox;
   let handler: HandlerInstance;
   before(async () => {
-    sandbox = await AgentSandbox.create('reference');
+    sandbox = await AgentSandbox.create('reference', { launcher: vm.launcher });
     handler = await unpackA(sandbox);
   });
   after(async () => sandbox.cleanup());
@@ -212,7 +219,7 @@ describe('first install, enable, re-enable and new settings', () => {
   let sandbox: AgentSandbox;
   let handler: HandlerInstance;
   before(async () => {
-    sandbox = await AgentSandbox.create('lifecycle');
+    sandbox = await AgentSandbox.create('lifecycle', { launcher: vm.launcher });
     handler = await unpackA(sandbox);
   });
   after(async () => sandbox.cleanup());
@@ -346,7 +353,7 @@ describe('update between two built versions, in the agent order', () => {
     copyRoot = await buildCopyWithVersion(nextRevision(npmVersionOf()));
     versionB = extensionVersionOf(copyRoot);
     zipB = await requireZip(LINUX_HANDLER_NAME, copyRoot);
-    sandbox = await AgentSandbox.create('update');
+    sandbox = await AgentSandbox.create('update', { launcher: vm.launcher });
   });
   after(async () => {
     await sandbox?.cleanup();
@@ -441,7 +448,7 @@ describe('update between two built versions, in the agent order', () => {
 describe('uninstall', () => {
   let sandbox: AgentSandbox;
   before(async () => {
-    sandbox = await AgentSandbox.create('uninstall');
+    sandbox = await AgentSandbox.create('uninstall', { launcher: vm.launcher });
   });
   after(async () => sandbox.cleanup());
 
@@ -475,7 +482,7 @@ describe('uninstall', () => {
 describe('no settings', () => {
   let sandbox: AgentSandbox;
   before(async () => {
-    sandbox = await AgentSandbox.create('nosettings');
+    sandbox = await AgentSandbox.create('nosettings', { launcher: vm.launcher });
   });
   after(async () => sandbox.cleanup());
 
@@ -502,7 +509,7 @@ describe('protected settings', () => {
   const runs: CommandRun[] = [];
 
   before(async () => {
-    sandbox = await AgentSandbox.create('protected');
+    sandbox = await AgentSandbox.create('protected', { launcher: vm.launcher });
     certificates = await fs.mkdtemp(path.join(os.tmpdir(), 'aad-handler-certs-'));
     handler = await unpackA(sandbox);
   });
@@ -583,7 +590,7 @@ describe('protected settings', () => {
 describe('a malformed HandlerEnvironment.json', () => {
   let sandbox: AgentSandbox;
   before(async () => {
-    sandbox = await AgentSandbox.create('badenv');
+    sandbox = await AgentSandbox.create('badenv', { launcher: vm.launcher });
   });
   after(async () => sandbox.cleanup());
 
@@ -611,7 +618,7 @@ describe('a malformed HandlerEnvironment.json', () => {
 describe('two enables at the same moment', () => {
   let sandbox: AgentSandbox;
   before(async () => {
-    sandbox = await AgentSandbox.create('concurrent');
+    sandbox = await AgentSandbox.create('concurrent', { launcher: vm.launcher });
   });
   after(async () => sandbox.cleanup());
 
@@ -655,7 +662,7 @@ describe('two enables at the same moment', () => {
   test('an enable that starts while another holds the lock waits for it, then succeeds', async () => {
     // The first enable decrypts protected settings inside the lock with an `openssl` that
     // signals, then sleeps: the second enable starts exactly while the first holds the lock.
-    const lockSandbox = await AgentSandbox.create('lockwait');
+    const lockSandbox = await AgentSandbox.create('lockwait', { launcher: vm.launcher });
     const work = await fs.mkdtemp(path.join(os.tmpdir(), 'aad-handler-lockwait-'));
     try {
       const handler = await unpackA(lockSandbox);
@@ -722,7 +729,7 @@ describe('two enables at the same moment', () => {
 describe('the entry script when the executable cannot run', () => {
   let sandbox: AgentSandbox;
   before(async () => {
-    sandbox = await AgentSandbox.create('fallback');
+    sandbox = await AgentSandbox.create('fallback', { launcher: vm.launcher });
   });
   after(async () => sandbox.cleanup());
 

@@ -91,10 +91,13 @@ describe('entry point', () => {
       await mkdir(path.join(dir, 'bin', 'linux-x64'), { recursive: true });
       await writeFile(path.join(dir, 'HandlerManifest.json'), '[]');
       assert.equal(
-        findHandlerDir(path.join(dir, 'bin', 'linux-x64', 'aadsshlogin-handler'), '/cwd'),
+        findHandlerDir(path.join(dir, 'bin', 'linux-x64', 'aadsshlogin-handler'), () => '/cwd'),
         dir,
       );
-      assert.equal(findHandlerDir('/usr/bin/node', '/cwd'), '/cwd');
+      assert.equal(
+        findHandlerDir('/usr/bin/node', () => '/cwd'),
+        '/cwd',
+      );
     } finally {
       await cleanup();
     }

@@ -1,0 +1,178 @@
+import http from 'node:http';
+import type { Clock } from './clock.js';
+import { errorMessage } from './files.js';
+
+/**
+ * The Azure Instance Metadata Service, always reached directly: `169.254.169.254` must never go
+ * through a proxy (Microsoft: "IMDS is not intended to be used behind a proxy"). `node:http` is
+ * used on purpose, not undici or fetch: Node's `http` never reads `http_proxy`, and in the
+ * Bun-compiled executable undici's dispatcher and `fetch` are routed through the environment's
+ * proxy whatever they are told, while `node:http` connects directly.
+ */
+export const IMDS_HOST = '169.254.169.254';
+
+export interface ImdsAnswer {
+  status: number;
+  body: string;
+  /** `Retry-After` in milliseconds, when IMDS sent one. */
+  retryAfterMs: number | undefined;
+}
+
+/** One request, no retries. Network failures and timeouts throw `ImdsUnreachable`. */
+export interface Imds {
+  get(
+    pathAndQuery: string,
+    options: { timeoutMs: number; signal?: AbortSignal },
+  ): Promise<ImdsAnswer>;
+}
+
+export class ImdsUnreachable extends Error {
+  override readonly name = 'ImdsUnreachable';
+}
+
+/** No answer from IMDS is ever this large; a larger one is cut off and treated as garbage. */
+const MAX_BODY_BYTES = 256 * 1024;
+
+export function directImds(host = IMDS_HOST, port = 80): Imds {
+  return {
+    get: (pathAndQuery, { timeoutMs, signal }) =>
+      new Promise<ImdsAnswer>((resolve, reject) => {
+        const request = http.request(
+          {
+            host,
+            port,
+            path: pathAndQuery,
+            method: 'GET',
+            agent: false,
+            headers: { Metadata: 'true', Connection: 'close' },
+            ...(signal ? { signal } : {}),
+          },
+          (response) => {
+            const chunks: Buffer[] = [];
+            let size = 0;
+            response.on('data', (chunk: Buffer) => {
+              size += chunk.length;
+              if (size > MAX_BODY_BYTES) {
+                request.destroy(new ImdsUnreachable(`answer larger than ${MAX_BODY_BYTES} bytes`));
+                return;
+              }
+              chunks.push(chunk);
+            });
+            response.on('end', () => {
+              clearTimeout(timer);
+              resolve({
+                status: response.statusCode ?? 0,
+                body: Buffer.concat(chunks).toString('utf8'),
+                retryAfterMs: parseRetryAfter(response.headers['retry-after']),
+              });
+            });
+            response.on('error', (error) => reject(new ImdsUnreachable(errorMessage(error))));
+          },
+        );
+        const timer = setTimeout(
+          () =>
+            request.destroy(
+              new ImdsUnreachable(`no answer within ${Math.round(timeoutMs / 1000)} s`),
+            ),
+          timeoutMs,
+        );
+        request.on('error', (error) => {
+          clearTimeout(timer);
+          if (signal?.aborted) reject(signal.reason);
+          else
+            reject(
+              error instanceof ImdsUnreachable ? error : new ImdsUnreachable(errorMessage(error)),
+            );
+        });
+        request.end();
+      }),
+  };
+}
+
+function parseRetryAfter(value: string | string[] | undefined): number | undefined {
+  const text = Array.isArray(value) ? value[0] : value;
+  if (!text) return undefined;
+  const seconds = Number(text.trim());
+  if (Number.isFinite(seconds) && seconds >= 0) return seconds * 1000;
+  const date = Date.parse(text);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
+}
+
+/** IMDS's transient answers (Microsoft's retry guidance): retry these with backoff. */
+export function isTransient(status: number): boolean {
+  return status === 404 || status === 410 || status === 429 || status >= 500;
+}
+
+export interface RetryOptions {
+  clock: Clock;
+  /** Stop retrying when this much time has passed since the first attempt. */
+  budgetMs: number;
+  signal?: AbortSignal;
+  /** Per-request timeout. */
+  timeoutMs?: number;
+  /** Random number in [0, 1), for jitter. */
+  random?: () => number;
+  onRetry?: (problem: string, delayMs: number) => void;
+}
+
+export type RetriedAnswer =
+  | { ok: true; answer: ImdsAnswer; attempts: number }
+  | { ok: false; problem: string; attempts: number };
+
+const BASE_DELAY_MS = 1000;
+const MAX_DELAY_MS = 15_000;
+
+/**
+ * Gets `pathAndQuery`, retrying transient answers and network failures with exponential backoff
+ * (1 s, 2 s, 4 s … up to 15 s) and full jitter, honouring `Retry-After`, until an answer that is
+ * not transient arrives or the budget is spent. IMDS allows 5 requests a second per VM; this
+ * stays far below it.
+ */
+export async function getWithRetries(
+  imds: Imds,
+  pathAndQuery: string,
+  options: RetryOptions,
+): Promise<RetriedAnswer> {
+  const { clock } = options;
+  const random = options.random ?? Math.random;
+  const started = clock.now().getTime();
+  let attempts = 0;
+  for (;;) {
+    attempts++;
+    const remaining = options.budgetMs - (clock.now().getTime() - started);
+    let problem: string;
+    let retryAfterMs: number | undefined;
+    try {
+      const answer = await imds.get(pathAndQuery, {
+        timeoutMs: Math.max(1000, Math.min(options.timeoutMs ?? 10_000, remaining)),
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+      if (!isTransient(answer.status)) return { ok: true, answer, attempts };
+      problem = `HTTP ${answer.status}${describeBody(answer.body)}`;
+      retryAfterMs = answer.retryAfterMs;
+    } catch (error) {
+      if (options.signal?.aborted) throw options.signal.reason;
+      if (!(error instanceof ImdsUnreachable)) throw error;
+      problem = error.message;
+    }
+    const backoff = Math.min(MAX_DELAY_MS, BASE_DELAY_MS * 2 ** (attempts - 1));
+    const delay = Math.max(retryAfterMs ?? 0, Math.round(backoff * (0.5 + random() / 2)));
+    const elapsed = clock.now().getTime() - started;
+    if (elapsed + delay >= options.budgetMs) return { ok: false, problem, attempts };
+    options.onRetry?.(problem, delay);
+    await clock.sleep(delay, options.signal);
+  }
+}
+
+/** A short, safe description of an error body for messages (never a token: only error fields). */
+export function describeBody(body: string): string {
+  try {
+    const parsed = JSON.parse(body) as { error?: unknown; error_description?: unknown };
+    const parts = [parsed.error, parsed.error_description].filter(
+      (part) => typeof part === 'string',
+    );
+    return parts.length ? ` (${parts.join(': ').slice(0, 200)})` : '';
+  } catch {
+    return '';
+  }
+}

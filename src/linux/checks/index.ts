@@ -1,0 +1,178 @@
+import { type Cloud, cloudNamed } from '../../clouds.js';
+import { type FailureStep, HandlerFailure, toFailure } from '../../failures.js';
+import type { Clock } from '../../io/clock.js';
+import { getWithRetries, type Imds } from '../../io/imds.js';
+import type { Log } from '../../io/log.js';
+import type { Processes } from '../../io/processes.js';
+import { checkSystemAssignedIdentity } from './identity.js';
+import { installedLegacyPackages, legacyHandlerFolders } from './legacy.js';
+import { formatKib, MEMINFO_FILE, MINIMUM_MEMTOTAL_KIB, parseMemTotalKib } from './memory.js';
+import { OS_RELEASE_FILES, type OsRelease, parseOsRelease } from './os-release.js';
+import { supportVerdict } from './support-matrix.js';
+
+/** What the checks read of the VM; the real one reads the real files, processes and IMDS. */
+export interface LinuxSystem {
+  readText(file: string): Promise<string | undefined>;
+  listDirectory(folder: string): Promise<string[]>;
+  processes: Processes;
+  imds: Imds;
+  clock: Clock;
+  /** `uname -m` style: `x86_64`, `aarch64`. */
+  architecture: string;
+  /** The agent's folders to look for AADLoginForLinux handler folders in. */
+  agentFolders: readonly string[];
+}
+
+export type Step = FailureStep;
+
+/** The checks in the contract's order; each is one substatus entry of the status file. */
+export const CHECKS = ['OperatingSystem', 'Memory', 'LegacyExtension', 'ManagedIdentity'] as const;
+export type CheckName = (typeof CHECKS)[number];
+
+export interface CheckResults {
+  steps: Step[];
+  os: OsRelease;
+  cloud: Cloud | undefined;
+}
+
+/**
+ * The four checks, in the contract's order, before anything on the VM changes: operating system
+ * (51), memory (24), AADLoginForLinux remnants (23), system-assigned identity (22, or 25 when IMDS
+ * cannot tell). Each adds one step (a substatus entry) and one log line with its duration; the
+ * first failing one stops the rest and is thrown with the steps so far. `identity: false` skips
+ * the only expensive one (a converged `enable`).
+ */
+export async function runChecks(
+  system: LinuxSystem,
+  options: { log: Log; signal?: AbortSignal; identity: boolean },
+): Promise<CheckResults> {
+  const { log } = options;
+  const steps: Step[] = [];
+  const step = async <T>(name: CheckName, check: () => Promise<{ message: string; value: T }>) => {
+    const started = system.clock.now().getTime();
+    try {
+      const { message, value } = await check();
+      steps.push({ name, status: 'success', code: 0, message });
+      log.info(`Check ${name} passed: ${message}`, {
+        durationMs: system.clock.now().getTime() - started,
+      });
+      return value;
+    } catch (error) {
+      const failure = toFailure(error);
+      steps.push({ name, status: 'error', code: failure.code, message: failure.detail });
+      log.error(`Check ${name} failed: ${failure.detail}`, {
+        code: failure.code,
+        durationMs: system.clock.now().getTime() - started,
+      });
+      const notRun = CHECKS.slice(CHECKS.indexOf(name) + 1).map((later) => ({
+        name: later,
+        status: 'warning' as const,
+        code: 0,
+        message: `Not checked: the ${name} check failed first.`,
+      }));
+      throw new HandlerFailure(failure.kind, failure.detail, {
+        cause: error,
+        steps: [...steps, ...notRun],
+      });
+    }
+  };
+
+  const os = await step('OperatingSystem', async () => {
+    const found = await readOsRelease(system);
+    const verdict = supportVerdict(found, system.architecture);
+    if (!verdict.supported) {
+      throw new HandlerFailure('unsupportedOperatingSystem', verdict.reason);
+    }
+    return {
+      message: `${found.prettyName ?? `${found.id} ${found.versionId}`} (${system.architecture}) is supported.`,
+      value: found,
+    };
+  });
+
+  await step('Memory', async () => {
+    const memTotal = parseMemTotalKib((await system.readText(MEMINFO_FILE)) ?? '');
+    if (memTotal === undefined) {
+      throw new HandlerFailure(
+        'insufficientMemory',
+        `${MEMINFO_FILE} has no MemTotal line: the VM's memory cannot be checked.`,
+      );
+    }
+    if (memTotal < MINIMUM_MEMTOTAL_KIB) {
+      throw new HandlerFailure(
+        'insufficientMemory',
+        `The VM has ${formatKib(memTotal)} of memory (MemTotal ${memTotal} kB); the extension needs a VM with at least 1 GiB allocated (MemTotal of at least ${MINIMUM_MEMTOTAL_KIB} kB).`,
+      );
+    }
+    return { message: `${formatKib(memTotal)} (MemTotal ${memTotal} kB).`, value: memTotal };
+  });
+
+  await step('LegacyExtension', async () => {
+    const folders: string[] = [];
+    for (const folder of system.agentFolders) {
+      for (const entry of legacyHandlerFolders(await system.listDirectory(folder))) {
+        folders.push(`${folder}/${entry}`);
+      }
+    }
+    const packages = await installedLegacyPackages(system.processes, options.signal);
+    if (packages.length || folders.length) {
+      const found = [...packages.map((name) => `package ${name}`), ...folders].join(', ');
+      throw new HandlerFailure(
+        'legacyExtensionInstalled',
+        `AADLoginForLinux is still on the VM: ${found}.`,
+      );
+    }
+    return { message: 'No trace of AADLoginForLinux.', value: undefined };
+  });
+
+  if (!options.identity) {
+    steps.push({
+      name: 'ManagedIdentity',
+      status: 'success',
+      code: 0,
+      message: 'Not asked again: the identity was confirmed when the extension was installed.',
+    });
+    return { steps, os, cloud: undefined };
+  }
+
+  const cloud = await step('ManagedIdentity', async () => {
+    const present = await checkSystemAssignedIdentity({
+      imds: system.imds,
+      clock: system.clock,
+      log,
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+    const found = await readCloud(system, options.signal);
+    if (!found)
+      log.warn('The cloud (IMDS compute/azEnvironment) is unknown; assuming AzurePublicCloud');
+    return {
+      message: `${present} Cloud: ${found?.name ?? 'unknown, assuming AzurePublicCloud'}.`,
+      value: found,
+    };
+  });
+  return { steps, os, cloud };
+}
+
+/** /etc/os-release, else /usr/lib/os-release; neither readable is an unsupported system. */
+async function readOsRelease(system: LinuxSystem): Promise<OsRelease> {
+  for (const file of OS_RELEASE_FILES) {
+    const text = await system.readText(file).catch(() => undefined);
+    if (text !== undefined) return parseOsRelease(text);
+  }
+  throw new HandlerFailure(
+    'unsupportedOperatingSystem',
+    `Neither ${OS_RELEASE_FILES.join(' nor ')} can be read, so the distribution is unknown (architecture ${system.architecture}).`,
+  );
+}
+
+const AZ_ENVIRONMENT_PATH =
+  '/metadata/instance/compute/azEnvironment?api-version=2018-10-01&format=text';
+
+/** The cloud IMDS names; `undefined` when IMDS does not say (only a warning). */
+async function readCloud(system: LinuxSystem, signal?: AbortSignal): Promise<Cloud | undefined> {
+  const result = await getWithRetries(system.imds, AZ_ENVIRONMENT_PATH, {
+    clock: system.clock,
+    budgetMs: 10_000,
+    ...(signal ? { signal } : {}),
+  });
+  return result.ok && result.answer.status === 200 ? cloudNamed(result.answer.body) : undefined;
+}
