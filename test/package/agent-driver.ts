@@ -10,6 +10,7 @@
  * Nothing here changes `process.env` or the working directory: every child gets an explicit
  * environment and cwd, and everything lives in a temporary folder per sandbox.
  */
+import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, promises as fs, openSync, readFileSync, readSync } from 'node:fs';
@@ -639,12 +640,19 @@ export class HandlerInstance {
     const errFd = openSync(errFile, 'w+', 0o600);
     const started = performance.now();
     let child: ChildProcess;
+    let exited: Promise<{ exitCode: number | null; signal: NodeJS.Signals | null }>;
     try {
       child = spawn(argv[0] ?? '/bin/sh', argv.slice(1), {
         cwd: this.dir,
         env,
         stdio: ['ignore', outFd, errFd],
         detached: true,
+      });
+      // Listen before anything else is awaited: a quick command would otherwise exit unheard.
+      const started = child;
+      exited = new Promise((resolve, reject) => {
+        started.once('error', reject);
+        started.once('exit', (code, sig) => resolve({ exitCode: code, signal: sig }));
       });
     } finally {
       // The agent's TemporaryFile has no name; the child keeps its descriptors.
@@ -662,13 +670,7 @@ export class HandlerInstance {
         }
       }
     }, timeoutMs);
-    const { exitCode, signal } = await new Promise<{
-      exitCode: number | null;
-      signal: NodeJS.Signals | null;
-    }>((resolve, reject) => {
-      child.once('error', reject);
-      child.once('exit', (code, sig) => resolve({ exitCode: code, signal: sig }));
-    }).finally(() => clearTimeout(timer));
+    const { exitCode, signal } = await exited.finally(() => clearTimeout(timer));
     const durationMs = performance.now() - started;
     const stdout = readDescriptor(outFd);
     const stderr = readDescriptor(errFd);
@@ -944,6 +946,16 @@ function readDescriptor(fd: number): string {
 
 function readSyncAt(fd: number, buffer: Buffer, position: number): number {
   return readSync(fd, buffer, 0, buffer.length, position);
+}
+
+/** Asserts a command's exit code, showing its output when it is wrong. */
+export function assertExit(run: CommandRun, expected: number): void {
+  assert.equal(
+    run.exitCode,
+    expected,
+    `${run.operation} exited ${run.exitCode}${run.signal ? ` (${run.signal})` : ''}, expected ${expected}\nstdout: ${run.stdout}\nstderr: ${run.stderr}`,
+  );
+  assert.equal(run.timedOut, false, `${run.operation} hit the agent's timeout`);
 }
 
 /** Runs a program with an explicit environment and returns its output (for test set-up). */

@@ -12,16 +12,17 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { before, describe, type TestContext, test } from 'node:test';
+import { osReleaseFixture } from '../fixtures.js';
 import {
   AGENT_PATH,
   AgentSandbox,
+  assertExit,
   type CommandRun,
   ensureWaagent,
   extensionVersionOf,
   filesContaining,
   type HandlerInstance,
   LINUX_HANDLER_NAME,
-  REPO_ROOT,
   requireZip,
   type ValidStatus,
 } from './agent-driver.js';
@@ -52,20 +53,6 @@ const ONE_GIB_VM_KB = 944_000;
 /** 468 MiB: what a 512 MiB VM reports (the handler requires 786432 kB, 768 MiB). */
 const SMALL_VM_KB = 479_232;
 
-const UBUNTU_2204_INLINE = `PRETTY_NAME="Ubuntu 22.04.4 LTS"
-NAME="Ubuntu"
-VERSION_ID="22.04"
-VERSION="22.04.4 LTS (Jammy Jellyfish)"
-VERSION_CODENAME=jammy
-ID=ubuntu
-ID_LIKE=debian
-HOME_URL="https://www.ubuntu.com/"
-SUPPORT_URL="https://help.ubuntu.com/"
-BUG_REPORT_URL="https://bugs.launchpad.net/ubuntu/"
-PRIVACY_POLICY_URL="https://www.ubuntu.com/legal/terms-and-policies/privacy-policy"
-UBUNTU_CODENAME=jammy
-`;
-
 const FEDORA_40 = `NAME="Fedora Linux"
 VERSION="40 (Cloud Edition)"
 ID=fedora
@@ -90,18 +77,12 @@ VARIANT_ID=cloud
 `;
 
 let zip = '';
-let ubuntu2204 = UBUNTU_2204_INLINE;
+let ubuntu2204 = '';
 
 before(async () => {
   zip = await requireZip(LINUX_HANDLER_NAME);
   await ensureWaagent();
-  // The os-release corpus (test/fixtures/os-release), when it has the file.
-  ubuntu2204 = await fs
-    .readFile(
-      path.join(REPO_ROOT, 'test', 'fixtures', 'os-release', 'ubuntu-22.04.os-release'),
-      'utf8',
-    )
-    .catch(() => UBUNTU_2204_INLINE);
+  ubuntu2204 = await osReleaseFixture('ubuntu-22.04');
 });
 
 /** A healthy 1 GiB Ubuntu 22.04 VM with a system-assigned identity, changed by `change`. */
@@ -139,15 +120,6 @@ async function scenario(
   } finally {
     await sandbox.cleanup();
   }
-}
-
-function assertExit(run: CommandRun, expected: number): void {
-  assert.equal(
-    run.exitCode,
-    expected,
-    `${run.operation} exited ${run.exitCode}${run.signal ? ` (${run.signal})` : ''}, expected ${expected}\nstdout: ${run.stdout}\nstderr: ${run.stderr}`,
-  );
-  assert.equal(run.timedOut, false, `${run.operation} hit the agent's timeout`);
 }
 
 function describeStatus(status: ValidStatus): string {

@@ -14,6 +14,7 @@ import {
   AgentSandbox,
   agentUninstall,
   agentUpdate,
+  assertExit,
   buildCopyWithVersion,
   type CommandRun,
   encryptSettings,
@@ -49,15 +50,6 @@ before(async () => {
 });
 
 after(async () => vm?.close());
-
-function assertExit(run: CommandRun, expected: number): void {
-  assert.equal(
-    run.exitCode,
-    expected,
-    `${run.operation} exited ${run.exitCode}${run.signal ? ` (${run.signal})` : ''}, expected ${expected}\nstdout: ${run.stdout}\nstderr: ${run.stderr}`,
-  );
-  assert.equal(run.timedOut, false, `${run.operation} hit the agent's timeout`);
-}
 
 /** Log lines of one command of one version (the handler names both on every line). */
 function linesOf(

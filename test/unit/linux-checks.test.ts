@@ -12,17 +12,9 @@ import {
   supportVerdict,
 } from '../../src/linux/checks/support-matrix.js';
 import { fakeClock, fakeProcesses, memoryLog } from '../fakes.js';
+import { osReleaseFixture } from '../fixtures.js';
 
-const UBUNTU_2204 = `PRETTY_NAME="Ubuntu 22.04.4 LTS"
-NAME="Ubuntu"
-VERSION_ID="22.04"
-VERSION="22.04.4 LTS (Jammy Jellyfish)"
-VERSION_CODENAME=jammy
-ID=ubuntu
-ID_LIKE=debian
-HOME_URL="https://www.ubuntu.com/"
-UBUNTU_CODENAME=jammy
-`;
+const UBUNTU_2204 = await osReleaseFixture('ubuntu-22.04');
 
 const MEMINFO_1GIB = 'MemTotal:         944284 kB\nMemFree:          512000 kB\n';
 
