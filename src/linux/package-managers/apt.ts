@@ -1,0 +1,59 @@
+import type { PackageManager } from './types.js';
+
+/** The environment every apt/dpkg command runs with: no questions, ever. */
+const NONINTERACTIVE = { DEBIAN_FRONTEND: 'noninteractive', NEEDRESTART_MODE: 'a' } as const;
+
+/**
+ * apt and dpkg (Debian, Ubuntu). Refreshes read only our sources file; installs keep local
+ * configuration files (`--force-confold`); `apt-mark hold` pins a version.
+ */
+export const apt: PackageManager = {
+  name: 'apt',
+  lockFiles: ['/var/lib/dpkg/lock-frontend', '/var/lib/dpkg/lock', '/var/lib/apt/lists/lock'],
+  queryInstalled: (names) => ({
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's own format syntax
+    argv: ['dpkg-query', '-W', '-f=${Package}\\t${Status}\\t${Version}\\n', ...names],
+  }),
+  parseInstalled: (stdout) => {
+    const installed = new Map<string, string>();
+    for (const line of stdout.split('\n')) {
+      const [name, status, version] = line.split('\t');
+      if (name && version && status === 'install ok installed') installed.set(name, version);
+    }
+    return installed;
+  },
+  refresh: (repository) => ({
+    argv: [
+      'apt-get',
+      'update',
+      '-q',
+      '-o',
+      `Dir::Etc::sourcelist=${repository.file}`,
+      '-o',
+      'Dir::Etc::sourceparts=-',
+      '-o',
+      'APT::Get::List-Cleanup=0',
+      '-o',
+      'APT::Update::Error-Mode=any',
+    ],
+    env: NONINTERACTIVE,
+  }),
+  install: (packages) => ({
+    argv: [
+      'apt-get',
+      'install',
+      '-q',
+      '-y',
+      '--no-install-recommends',
+      '-o',
+      'Dpkg::Options::=--force-confold',
+      '-o',
+      'Dpkg::Options::=--force-confdef',
+      ...packages.map((spec) => (spec.version ? `${spec.name}=${spec.version}` : spec.name)),
+    ],
+    env: NONINTERACTIVE,
+  }),
+  remove: (names) => ({ argv: ['dpkg', '--purge', ...names], env: NONINTERACTIVE }),
+  hold: (name) => ({ argv: ['apt-mark', 'hold', name] }),
+  release: (name) => ({ argv: ['apt-mark', 'unhold', name] }),
+};

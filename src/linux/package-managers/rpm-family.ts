@@ -1,0 +1,42 @@
+import type { PackageManager, PackageSpec } from './types.js';
+
+/** `rpm -q` with a format that prints name and version of each installed package. */
+export function rpmQuery(names: readonly string[]) {
+  return { argv: ['rpm', '-q', '--qf', '%{NAME}\\t%{VERSION}-%{RELEASE}\\n', ...names] };
+}
+
+/** Reads `rpmQuery`'s answer; "package x is not installed" lines are skipped. */
+export function parseRpmQuery(stdout: string): Map<string, string> {
+  const installed = new Map<string, string>();
+  for (const line of stdout.split('\n')) {
+    const [name, version] = line.split('\t');
+    if (name && version && !line.startsWith('package ')) installed.set(name, version);
+  }
+  return installed;
+}
+
+/** `name-version` as yum, dnf and tdnf take an exact version. */
+export function rpmSpec(spec: PackageSpec): string {
+  return spec.version ? `${spec.name}-${spec.version}` : spec.name;
+}
+
+/**
+ * The common shape of yum, dnf and tdnf: refresh only our repository (`--disablerepo='*'
+ * --enablerepo=<ours> makecache`), install with `-y`, remove with `remove -y`.
+ */
+export function yumLike(
+  name: 'dnf' | 'yum' | 'tdnf',
+  quirks: Pick<PackageManager, 'lockFiles' | 'hold' | 'release'>,
+): PackageManager {
+  return {
+    name,
+    ...quirks,
+    queryInstalled: rpmQuery,
+    parseInstalled: parseRpmQuery,
+    refresh: (repository) => ({
+      argv: [name, '-q', '-y', '--disablerepo=*', `--enablerepo=${repository.id}`, 'makecache'],
+    }),
+    install: (packages) => ({ argv: [name, '-q', '-y', 'install', ...packages.map(rpmSpec)] }),
+    remove: (names) => ({ argv: [name, '-q', '-y', 'remove', ...names] }),
+  };
+}

@@ -1,0 +1,8 @@
+import { yumLike } from './rpm-family.js';
+
+/** yum (RHEL 7, CentOS 7): versions held with the versionlock plugin. */
+export const yum = yumLike('yum', {
+  lockFiles: ['/var/run/yum.pid', '/var/lib/rpm/.rpm.lock'],
+  hold: (name) => ({ argv: ['yum', '-q', '-y', 'versionlock', 'add', name] }),
+  release: (name) => ({ argv: ['yum', '-q', '-y', 'versionlock', 'delete', name] }),
+});
