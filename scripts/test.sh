@@ -9,9 +9,10 @@ cd "$(dirname "$0")/.."
 # versions), file, python3 (unzips like the agent does), python3-distro + python3-distutils (the
 # real agent's code, from `apt-get download waagent`, imports them to judge status files),
 # util-linux (unshare, nsenter, mount namespaces), iproute2 (`ip`: the IMDS address in the test
-# worlds' network namespaces), qemu-user-static + libc6-arm64-cross (run the arm64 executable).
+# worlds' network namespaces), qemu-user-static + libc6-arm64-cross (run the arm64 executable),
+# gpg + gpgv (test keys, and checking that the keyrings we write verify signatures).
 packages=(openssl binutils file python3 python3-distro python3-distutils util-linux iproute2
-  qemu-user-static libc6-arm64-cross)
+  qemu-user-static libc6-arm64-cross gpg gpgv)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
