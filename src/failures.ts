@@ -54,6 +54,13 @@ export const failureKinds = {
     remedy:
       'Check that the VM has a route to 169.254.169.254 and that no firewall or proxy intercepts it (set no_proxy=169.254.169.254 for the guest agent), then apply the extension again.',
   },
+  packageManagerBusy: {
+    code: 26,
+    blame: 'vm-configuration',
+    title: 'The package manager stayed busy with another program.',
+    remedy:
+      'Wait for the named program to finish (unattended-upgrades, cloud-init or dnf-automatic often run after the first boot), then apply the extension again.',
+  },
   unsupportedOperatingSystem: {
     code: 51,
     blame: 'vm-configuration',
