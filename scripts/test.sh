@@ -10,9 +10,13 @@ cd "$(dirname "$0")/.."
 # real agent's code, from `apt-get download waagent`, imports them to judge status files),
 # util-linux (unshare, nsenter, mount namespaces), iproute2 (`ip`: the IMDS address in the test
 # worlds' network namespaces), qemu-user-static + libc6-arm64-cross (run the arm64 executable),
-# gpg + gpgv (test keys, and checking that the keyrings we write verify signatures).
+# gpg + gpgv (test keys, and checking that the keyrings we write verify signatures), and for the
+# real package managers (test/package/repos.ts, roots.ts): debootstrap (the Debian root), dnf,
+# zypper, rpm (rpmbuild, rpmsign), createrepo-c, apt-utils (apt-ftparchive), dpkg-dev, gpg-agent
+# (gpg signs through it).
 packages=(openssl binutils file python3 python3-distro python3-distutils util-linux iproute2
-  qemu-user-static libc6-arm64-cross gpg gpgv)
+  qemu-user-static libc6-arm64-cross gpg gpgv debootstrap dnf zypper rpm createrepo-c apt-utils
+  dpkg-dev gpg-agent)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")

@@ -1,0 +1,542 @@
+/**
+ * Isolated package-manager roots for the package tests; never the test machine's own package
+ * database.
+ *
+ * - {@link debianRoot}: a fresh copy of a minimal Debian 12 root (`debootstrap --variant=minbase
+ *   bookworm`, slimmed like Debian's container images, cached outside the repository in
+ *   testCacheDir()/debootstrap-bookworm-minbase-v1; built on first use in about a minute, copied
+ *   with `cp -a` in 0.4 to 6 s depending on the machine's load). Commands run inside with
+ *   {@link runIn}: `unshare --mount --pid --fork --root=<root> --mount-proc=/proc`, i.e. chrooted,
+ *   with their own /proc and process namespace (all gone when the command ends; nothing is mounted
+ *   on the machine), on the machine's network (loopback servers are reachable) or, with
+ *   `launcher: world.wrap`, inside a world.
+ * - {@link rpmRoot}: an empty root for `dnf --installroot`, `zypper --root` and `rpm --root`, with
+ *   its repositories configured by files inside it (`etc/yum.repos.d`, `etc/zypp/repos.d`), its rpm
+ *   database at <root>/var/lib/rpm, its own dnf.conf, and a HOME whose .rpmmacros pins the database
+ *   path (Debian's rpm would otherwise use ~/.rpmdb), so that no tool reads or writes the
+ *   machine's or the user's rpm/dnf/zypper state.
+ *
+ * Nothing here changes `process.env` or the working directory.
+ */
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { AGENT_PATH, type Launcher, runTool, testCacheDir } from './agent-driver.js';
+import { type AptRepo, buildRpm, dearmored, type TestKey } from './repos.js';
+
+export interface ToolResult {
+  stdout: string;
+  stderr: string;
+  exitCode: number;
+}
+
+export interface RootRunOptions {
+  /** Added to (and overriding) the defaults: PATH, LANG=C, HOME=/root, DEBIAN_FRONTEND=noninteractive. */
+  env?: Record<string, string>;
+  input?: string;
+  /** Default 300 s. */
+  timeoutMs?: number;
+  /** Start the command through this wrapper, e.g. `world.wrap` to run it inside a world. */
+  launcher?: Launcher;
+}
+
+/** PATH inside the roots: Debian's default for root. */
+export const ROOT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/** The argv that runs `argv` chrooted into `root` with a private mount, pid namespace and /proc. */
+export function inRootArgv(root: string, argv: readonly string[]): string[] {
+  return [
+    'unshare',
+    '--mount',
+    '--pid',
+    '--fork',
+    '--kill-child',
+    '--propagation',
+    'private',
+    `--root=${root}`,
+    '--mount-proc=/proc',
+    '--',
+    ...argv,
+  ];
+}
+
+/** Runs `argv` inside the root (see the file comment); never throws for a non-zero exit. */
+export async function runIn(
+  root: string,
+  argv: readonly string[],
+  options: RootRunOptions = {},
+): Promise<ToolResult> {
+  const inner = inRootArgv(root, argv);
+  const [file, ...args] = options.launcher ? options.launcher(inner, '/') : inner;
+  return runTool(file ?? 'unshare', args, {
+    env: {
+      PATH: ROOT_PATH,
+      LANG: 'C',
+      HOME: '/root',
+      DEBIAN_FRONTEND: 'noninteractive',
+      ...options.env,
+    },
+    timeoutMs: options.timeoutMs ?? 300_000,
+    ...(options.input === undefined ? {} : { input: options.input }),
+  });
+}
+
+/** Throws with the command's output unless it exited 0. */
+export function assertOk(result: ToolResult, what: string): ToolResult {
+  if (result.exitCode !== 0) {
+    throw new Error(
+      `${what} failed (exit ${result.exitCode}):\n${result.stderr}\n${result.stdout}`,
+    );
+  }
+  return result;
+}
+
+function inside(root: string, file: string): string {
+  if (!path.posix.isAbsolute(file)) throw new Error(`paths in a root are absolute: ${file}`);
+  const resolved = path.join(root, path.posix.normalize(file));
+  if (resolved !== root && !resolved.startsWith(`${root}/`)) throw new Error(`outside: ${file}`);
+  return resolved;
+}
+
+interface RootFiles {
+  /** The root on the machine. */
+  readonly dir: string;
+  /** The machine's path of a path inside the root. */
+  path(file: string): string;
+  /** A file inside the root, or undefined when absent. */
+  readFile(file: string): Promise<string | undefined>;
+  /** Writes a file inside the root (creating its folders). */
+  writeFile(file: string, content: string | Buffer, mode?: number): Promise<void>;
+  /** Removes the root. */
+  remove(): Promise<void>;
+}
+
+function rootFiles(dir: string, removeDir: string): RootFiles {
+  return {
+    dir,
+    path: (file) => inside(dir, file),
+    async readFile(file) {
+      return fs.readFile(inside(dir, file), 'utf8').catch((error: NodeJS.ErrnoException) => {
+        if (error.code === 'ENOENT') return undefined;
+        throw error;
+      });
+    },
+    async writeFile(file, content, mode = 0o644) {
+      const target = inside(dir, file);
+      await fs.mkdir(path.dirname(target), { recursive: true });
+      await fs.writeFile(target, content, { mode });
+      await fs.chmod(target, mode);
+    },
+    remove: () => fs.rm(removeDir, { recursive: true, force: true }),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Debian
+// ---------------------------------------------------------------------------------------------
+
+export const DEBIAN_SUITE = 'bookworm';
+export const DEBIAN_MIRROR = 'http://deb.debian.org/debian';
+
+export interface AptSource {
+  /** /etc/apt/sources.list.d/<name>.list */
+  listFile: string;
+  /** /usr/share/keyrings/<name>.gpg */
+  keyring: string;
+  /** The `deb …` line written. */
+  line: string;
+  /** apt options that make apt read this source and no other. */
+  onlyThisSource: string[];
+}
+
+export interface DebianRoot extends RootFiles {
+  /** runIn(this root, …). */
+  run(argv: readonly string[], options?: RootRunOptions): Promise<ToolResult>;
+  /**
+   * Trusts `key` (dearmored into /usr/share/keyrings/<name>.gpg) for the repository at
+   * `<baseUrl>/<repo.path>` and writes /etc/apt/sources.list.d/<name>.list:
+   * `deb [arch=amd64 signed-by=…] <baseUrl>/<repo.path> <codename> main`.
+   */
+  addAptSource(options: {
+    baseUrl: string;
+    repo: AptRepo;
+    key: TestKey;
+    name?: string;
+    arch?: string;
+  }): Promise<AptSource>;
+}
+
+/** Where the debootstrapped root is cached (outside the repository). */
+export function debootstrapCacheDir(): string {
+  // -v1: the layout of the cache (slimmed); a new layout gets a new name.
+  return path.join(testCacheDir(), `debootstrap-${DEBIAN_SUITE}-minbase-v1`);
+}
+
+let debootstrapPromise: Promise<string> | undefined;
+
+/**
+ * The cached minimal Debian 12 root, made on first use with `debootstrap --variant=minbase`
+ * (apt, gpgv and dpkg included; apt's downloaded archives and lists removed). Two test processes
+ * that start together share one build through a lock folder. Delete the folder to rebuild it.
+ */
+export function ensureDebootstrapCache(): Promise<string> {
+  debootstrapPromise ??= buildDebootstrapCache();
+  debootstrapPromise.catch(() => {
+    debootstrapPromise = undefined;
+  });
+  return debootstrapPromise;
+}
+
+const exists = (file: string) =>
+  fs.stat(file).then(
+    () => true,
+    () => false,
+  );
+
+async function buildDebootstrapCache(): Promise<string> {
+  const cache = debootstrapCacheDir();
+  const complete = () => exists(path.join(cache, 'usr', 'bin', 'apt-get'));
+  if (await complete()) return cache;
+  await fs.mkdir(path.dirname(cache), { recursive: true });
+  const lock = `${cache}.lock`;
+  const deadline = Date.now() + 20 * 60_000;
+  for (;;) {
+    try {
+      await fs.mkdir(lock);
+      break;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
+    // Another process is building it: wait for it, or take over a lock left by a dead one.
+    if (await complete()) return cache;
+    const stat = await fs.stat(lock).catch(() => undefined);
+    if (stat && Date.now() - stat.mtimeMs > 15 * 60_000) {
+      await fs.rm(lock, { recursive: true, force: true });
+      continue;
+    }
+    if (Date.now() > deadline) throw new Error(`${lock} is held for too long; remove it`);
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+  }
+  try {
+    if (await complete()) return cache;
+    const partial = await fs.mkdtemp(`${cache}.partial-`);
+    try {
+      const result = await runTool(
+        'debootstrap',
+        ['--variant=minbase', DEBIAN_SUITE, partial, DEBIAN_MIRROR],
+        { env: { PATH: AGENT_PATH, LANG: 'C' }, timeoutMs: 15 * 60_000 },
+      );
+      if (result.exitCode !== 0) {
+        const log = await fs
+          .readFile(path.join(partial, 'debootstrap', 'debootstrap.log'), 'utf8')
+          .catch(() => '');
+        throw new Error(
+          `debootstrap --variant=minbase ${DEBIAN_SUITE} failed (exit ${result.exitCode}); it needs the Debian package debootstrap and ${DEBIAN_MIRROR}:\n${result.stderr}\n${log.slice(-4000)}`,
+        );
+      }
+      // What apt downloaded to build it: not needed, and it makes every copy slower.
+      for (const dir of ['var/cache/apt/archives', 'var/lib/apt/lists']) {
+        for (const entry of await fs.readdir(path.join(partial, dir))) {
+          if (entry !== 'partial' && entry !== 'lock') {
+            await fs.rm(path.join(partial, dir, entry), { recursive: true, force: true });
+          }
+        }
+      }
+      await fs.rm(path.join(partial, 'var/cache/apt/pkgcache.bin'), { force: true });
+      await fs.rm(path.join(partial, 'var/cache/apt/srcpkgcache.bin'), { force: true });
+      await slim(partial);
+      await fs.rename(partial, cache);
+    } catch (error) {
+      await fs.rm(partial, { recursive: true, force: true });
+      throw error;
+    }
+    return cache;
+  } finally {
+    await fs.rm(lock, { recursive: true, force: true });
+  }
+}
+
+/**
+ * What Debian's own "slim" container images leave out (documentation, manual pages, translations),
+ * excluded from later installs too: a third fewer files, so a copy takes less time.
+ */
+const DPKG_SLIM = `# aad-handler tests: as in Debian's slim images
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/groff/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/lintian/*
+path-exclude /usr/share/linda/*
+path-exclude /usr/share/locale/*
+path-include /usr/share/locale/locale.alias
+`;
+
+async function slim(root: string): Promise<void> {
+  await fs.writeFile(path.join(root, 'etc/dpkg/dpkg.cfg.d/aad-test-slim'), DPKG_SLIM);
+  const empty = async (
+    dir: string,
+    keep: (entry: string) => Promise<boolean> = async () => false,
+  ) => {
+    for (const entry of await fs.readdir(path.join(root, dir)).catch(() => [])) {
+      if (!(await keep(entry))) {
+        await fs.rm(path.join(root, dir, entry), { recursive: true, force: true });
+      }
+    }
+  };
+  for (const dir of ['usr/share/man', 'usr/share/groff', 'usr/share/info', 'usr/share/lintian']) {
+    await empty(dir);
+  }
+  await empty('usr/share/locale', async (entry) => entry === 'locale.alias');
+  for (const pkg of await fs.readdir(path.join(root, 'usr/share/doc')).catch(() => [])) {
+    await empty(`usr/share/doc/${pkg}`, async (entry) => entry === 'copyright');
+  }
+}
+
+/** A fresh copy of the cached Debian 12 root, in a new temporary folder. */
+export async function debianRoot(): Promise<DebianRoot> {
+  const cache = await ensureDebootstrapCache();
+  const base = await fs.mkdtemp(path.join(os.tmpdir(), 'aad-debian-root-'));
+  const dir = path.join(base, 'root');
+  const copy = await runTool('cp', ['-a', '--reflink=auto', cache, dir], {
+    env: { PATH: AGENT_PATH, LANG: 'C' },
+    timeoutMs: 300_000,
+  });
+  if (copy.exitCode !== 0) {
+    await fs.rm(base, { recursive: true, force: true });
+    throw new Error(`cp -a ${cache} ${dir} failed: ${copy.stderr}`);
+  }
+  const files = rootFiles(dir, base);
+  return {
+    ...files,
+    run: (argv, options) => runIn(dir, argv, options),
+    async addAptSource({ baseUrl, repo, key, name = 'microsoft-prod', arch = 'amd64' }) {
+      const keyring = `/usr/share/keyrings/${name}.gpg`;
+      const listFile = `/etc/apt/sources.list.d/${name}.list`;
+      await files.writeFile(keyring, await dearmored(key));
+      const line = `deb [arch=${arch} signed-by=${keyring}] ${baseUrl.replace(/\/+$/, '')}/${repo.path} ${repo.codename} main`;
+      await files.writeFile(listFile, `${line}\n`);
+      return {
+        keyring,
+        listFile,
+        line,
+        onlyThisSource: [
+          '-o',
+          `Dir::Etc::sourcelist=${listFile}`,
+          '-o',
+          'Dir::Etc::sourceparts=-',
+          '-o',
+          'APT::Get::List-Cleanup=0',
+        ],
+      };
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// rpm (dnf, zypper)
+// ---------------------------------------------------------------------------------------------
+
+export type RpmFamily = 'dnf' | 'zypper';
+
+export interface RpmRepositoryOptions {
+  /** e.g. `http://127.0.0.1:8080`. */
+  baseUrl: string;
+  /** The repository folder below it, e.g. `rhel/9/prod` or `sles/15/prod`. */
+  repoPath: string;
+  /** `gpgkey=`; default `<baseUrl>/keys/microsoft.asc`; `null`: no gpgkey line. */
+  gpgkey?: string | null;
+  /** `repo_gpgcheck=1` (dnf; zypper's gpgcheck=1 covers the metadata). Default true. */
+  repoGpgcheck?: boolean;
+  /** Section name and file name. Default `packages-microsoft-com-prod` in microsoft-prod.repo. */
+  id?: string;
+  fileName?: string;
+}
+
+export interface RpmRoot extends RootFiles {
+  readonly family: RpmFamily;
+  /** The environment every tool gets (its HOME holds the .rpmmacros). */
+  readonly env: Readonly<Record<string, string>>;
+  /** The rpm database inside the root. */
+  readonly dbpath: string;
+  /** `rpm --root <root> --dbpath /var/lib/rpm --import` of the key. */
+  importKey(key: TestKey): Promise<void>;
+  /**
+   * Writes the repository file the real installer writes (aad-domain.md §2.3):
+   * <root>/etc/yum.repos.d/microsoft-prod.repo (dnf) or <root>/etc/zypp/repos.d/… (zypper).
+   * Returns its path inside the root.
+   */
+  addRepository(options: RpmRepositoryOptions): Promise<string>;
+  /** `rpm --root <root> --dbpath /var/lib/rpm …`. */
+  rpm(args: readonly string[], options?: { timeoutMs?: number }): Promise<ToolResult>;
+  /**
+   * `dnf --installroot=<root> --releasever=… --config=<root's dnf.conf> --setopt=reposdir=<root's>
+   * --noplugins -y …`, isolated (see ISOLATE).
+   */
+  dnf(args: readonly string[], options?: { timeoutMs?: number }): Promise<ToolResult>;
+  /** `zypper --root <root> --non-interactive …`, isolated (see ISOLATE). */
+  zypper(args: readonly string[], options?: { timeoutMs?: number }): Promise<ToolResult>;
+}
+
+/**
+ * How dnf and zypper run: in their own mount and pid namespaces (`unshare --mount --pid --fork
+ * --kill-child --mount-proc`), with
+ * - a tmpfs on /run/user: dnf's librepo creates /run/user/<uid> and gpg-agent its socket folders
+ *   there (/run/user/0/gnupg/d.*) for the keyrings it keeps in the root's cache;
+ * - for zypper, an overlay on /var/lib whose upper layer is this root's: libzypp writes its HTTP
+ *   cookie jar to the machine's /var/lib/YaST2/cookies (a fixed path, not below --root);
+ * and the gpg-agents gpgme starts (and leaves running) end with the tool, as the last process of
+ * the pid namespace. So the machine's /run, /var/lib and process table are as before.
+ */
+const ISOLATE = [
+  'set -e',
+  'if [ -d /run/user ]; then mount -t tmpfs -o mode=0755 aad-run-user /run/user; fi',
+  'if [ "$1" != - ]; then mount -t overlay aad-var-lib -o "lowerdir=/var/lib,upperdir=$1,workdir=$2" /var/lib; fi',
+  'shift 2',
+  'exec "$@"',
+].join('\n');
+
+function isolatedArgv(argv: readonly string[], varLib?: { upper: string; work: string }): string[] {
+  return [
+    '--mount',
+    '--pid',
+    '--fork',
+    '--kill-child',
+    '--propagation',
+    'private',
+    '--mount-proc',
+    '--',
+    '/bin/sh',
+    '-c',
+    ISOLATE,
+    'sh',
+    varLib?.upper ?? '-',
+    varLib?.work ?? '-',
+    ...argv,
+  ];
+}
+
+/** RHEL 9's /etc/dnf/dnf.conf. */
+const DNF_CONF = `[main]
+gpgcheck=1
+installonly_limit=3
+clean_requirements_on_remove=True
+best=True
+skip_if_unavailable=False
+`;
+
+/**
+ * An empty root for dnf or zypper (and rpm). `releasever` is what dnf is told (an empty root has
+ * no release package to read it from); default 9.
+ */
+export async function rpmRoot(
+  family: RpmFamily,
+  options: { releasever?: string } = {},
+): Promise<RpmRoot> {
+  const base = await fs.mkdtemp(path.join(os.tmpdir(), `aad-${family}-root-`));
+  const dir = path.join(base, 'root');
+  const home = path.join(base, 'home');
+  const dbpath = '/var/lib/rpm';
+  await fs.mkdir(path.join(dir, dbpath.slice(1)), { recursive: true });
+  await fs.mkdir(home);
+  // Debian's rpm keeps its database in ~/.rpmdb (%_dbpath ~/.rpmdb); dnf (python3-rpm) and
+  // zypper (librpm) read the same macros. Pin it for every tool, as on RHEL and SUSE.
+  await fs.writeFile(path.join(home, '.rpmmacros'), `%_dbpath ${dbpath}\n%__gpg /usr/bin/gpg\n`);
+  const env = {
+    PATH: AGENT_PATH,
+    LANG: 'C.UTF-8',
+    HOME: home,
+    // zypper logs to the machine's /var/log/zypper.log and keeps its temporary files in
+    // /var/tmp, even with --root.
+    ZYPP_LOGFILE: path.join(base, 'zypper.log'),
+    ZYPPTMPDIR: path.join(base, 'zypp-tmp'),
+  };
+  await fs.mkdir(env.ZYPPTMPDIR);
+  const files = rootFiles(dir, base);
+  if (family === 'dnf') {
+    await files.writeFile('/etc/dnf/dnf.conf', DNF_CONF);
+    await fs.mkdir(files.path('/etc/yum.repos.d'), { recursive: true });
+  } else {
+    await fs.mkdir(files.path('/etc/zypp/repos.d'), { recursive: true });
+  }
+  const tool = (file: string, args: readonly string[], timeoutMs = 300_000) =>
+    runTool(file, args, { env, timeoutMs });
+  const rpm: RpmRoot['rpm'] = (args, opts) =>
+    tool('rpm', ['--root', dir, '--dbpath', dbpath, ...args], opts?.timeoutMs);
+  // A root whose rpm database holds no package at all is not a system: zypper fails to cache it
+  // after removing the last package (libsolv's `rpmdb2solv` with a reference file exits 1, "no
+  // error"). One placeholder package, as every real system has hundreds.
+  const placeholder = await buildRpm({ name: 'aad-test-root', version: '1' });
+  try {
+    assertOk(await rpm(['--install', '--nosignature', placeholder]), 'rpm --install aad-test-root');
+  } catch (error) {
+    await files.remove();
+    throw error;
+  }
+  return {
+    ...files,
+    family,
+    env,
+    dbpath,
+    rpm,
+    async importKey(key) {
+      const file = path.join(base, `${key.name}-${key.keyId}.asc`);
+      await fs.writeFile(file, key.armored);
+      assertOk(await rpm(['--import', file]), `rpm --import ${key.name} key`);
+    },
+    async addRepository({
+      baseUrl,
+      repoPath,
+      gpgkey,
+      repoGpgcheck = true,
+      id = 'packages-microsoft-com-prod',
+      fileName = 'microsoft-prod.repo',
+    }) {
+      const url = baseUrl.replace(/\/+$/, '');
+      const key = gpgkey === undefined ? `${url}/keys/microsoft.asc` : gpgkey;
+      const lines = [
+        `[${id}]`,
+        `name=${id}`,
+        `baseurl=${url}/${repoPath.replace(/^\/+|\/+$/g, '')}/`,
+        'enabled=1',
+        'gpgcheck=1',
+        ...(family === 'dnf' && repoGpgcheck ? ['repo_gpgcheck=1'] : []),
+        ...(key === null ? [] : [`gpgkey=${key}`]),
+        ...(family === 'zypper' ? ['autorefresh=1'] : []),
+        '',
+      ];
+      const file =
+        family === 'dnf' ? `/etc/yum.repos.d/${fileName}` : `/etc/zypp/repos.d/${fileName}`;
+      await files.writeFile(file, lines.join('\n'));
+      return file;
+    },
+    dnf: (args, opts) =>
+      tool(
+        'unshare',
+        isolatedArgv([
+          'dnf',
+          `--installroot=${dir}`,
+          `--releasever=${options.releasever ?? '9'}`,
+          `--config=${files.path('/etc/dnf/dnf.conf')}`,
+          `--setopt=reposdir=${files.path('/etc/yum.repos.d')}`,
+          '--noplugins',
+          '--assumeyes',
+          ...args,
+        ]),
+        opts?.timeoutMs,
+      ),
+    async zypper(args, opts) {
+      const varLib = {
+        upper: path.join(base, 'var-lib-upper'),
+        work: path.join(base, 'var-lib-work'),
+      };
+      await fs.mkdir(varLib.upper, { recursive: true });
+      await fs.mkdir(varLib.work, { recursive: true });
+      return tool(
+        'unshare',
+        isolatedArgv(['zypper', '--root', dir, '--non-interactive', ...args], varLib),
+        opts?.timeoutMs,
+      );
+    },
+  };
+}
