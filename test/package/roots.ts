@@ -43,21 +43,19 @@ export interface RootRunOptions {
 /** PATH inside the roots: Debian's default for root. */
 export const ROOT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
+/** unshare's options for private mount and pid namespaces whose processes die with the command. */
+const PRIVATE_NAMESPACES = [
+  '--mount',
+  '--pid',
+  '--fork',
+  '--kill-child',
+  '--propagation',
+  'private',
+];
+
 /** The argv that runs `argv` chrooted into `root` with a private mount, pid namespace and /proc. */
 export function inRootArgv(root: string, argv: readonly string[]): string[] {
-  return [
-    'unshare',
-    '--mount',
-    '--pid',
-    '--fork',
-    '--kill-child',
-    '--propagation',
-    'private',
-    `--root=${root}`,
-    '--mount-proc=/proc',
-    '--',
-    ...argv,
-  ];
+  return ['unshare', ...PRIVATE_NAMESPACES, `--root=${root}`, '--mount-proc=/proc', '--', ...argv];
 }
 
 /** Runs `argv` inside the root (see the file comment); never throws for a non-zero exit. */
@@ -398,12 +396,7 @@ const ISOLATE = [
 
 function isolatedArgv(argv: readonly string[], varLib?: { upper: string; work: string }): string[] {
   return [
-    '--mount',
-    '--pid',
-    '--fork',
-    '--kill-child',
-    '--propagation',
-    'private',
+    ...PRIVATE_NAMESPACES,
     '--mount-proc',
     '--',
     '/bin/sh',
