@@ -56,7 +56,7 @@ export function stateFolder(handlerDir: string, handlerName: string): string {
 }
 
 /** The agent's `Lib.Dir`, where it keeps handler folders and the certificates for protected settings. */
-export function certificateFolder(
+export function agentLibDir(
   handlerDir: string,
   env: Readonly<Record<string, string | undefined>>,
 ): string {
@@ -181,7 +181,7 @@ export async function runCommand<Settings>(
       extension,
       configFolder: environment.configFolder,
       sequenceNumber,
-      certificateFolder: certificateFolder(deps.handlerDir, deps.env),
+      certificateFolder: agentLibDir(deps.handlerDir, deps.env),
       processes: deps.processes,
       signal: deadline.signal,
       log,
@@ -197,7 +197,7 @@ export async function runCommand<Settings>(
       sequenceNumber,
       version,
       handlerDir: deps.handlerDir,
-      libDir: certificateFolder(deps.handlerDir, deps.env),
+      libDir: agentLibDir(deps.handlerDir, deps.env),
       settings,
       protectedSettings,
       agent,

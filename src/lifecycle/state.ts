@@ -88,11 +88,3 @@ export function fileStateStore(file: string): StateStore {
 export function recordApplied(state: HandlerState, entry: AppliedOperation): HandlerState {
   return { ...state, applied: [...state.applied, entry].slice(-MAX_APPLIED) };
 }
-
-/** The last terminal result for a sequence number, if any. */
-export function lastApplied(
-  state: HandlerState,
-  sequenceNumber: number,
-): AppliedOperation | undefined {
-  return state.applied.findLast((entry) => entry.sequenceNumber === sequenceNumber);
-}

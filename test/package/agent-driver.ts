@@ -948,6 +948,20 @@ function readSyncAt(fd: number, buffer: Buffer, position: number): number {
   return readSync(fd, buffer, 0, buffer.length, position);
 }
 
+/**
+ * Ends a helper process started with a stdin pipe: closes its stdin, sends SIGTERM, and SIGKILL
+ * if it is still there 3 s later; resolves when it has exited.
+ */
+export async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.stdin?.end();
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
+  await exited;
+  clearTimeout(timer);
+}
+
 /** Asserts a command's exit code, showing its output when it is wrong. */
 export function assertExit(run: CommandRun, expected: number): void {
   assert.equal(

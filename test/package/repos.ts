@@ -32,7 +32,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { gzipSync } from 'node:zlib';
-import { AGENT_PATH, type Launcher, runTool } from './agent-driver.js';
+import { AGENT_PATH, type Launcher, runTool, stopChild } from './agent-driver.js';
 
 /** The build that SLES/openSUSE older than 15.6 must install and hold. */
 export const OLD_VERSION = '1.0.027980001';
@@ -1208,14 +1208,7 @@ async function serveInOwnProcess(
       });
     });
   const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-      child.stdin.end();
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
-      await exited;
-      clearTimeout(timer);
-    }
+    await stopChild(child);
     await fs.rm(dir, { recursive: true, force: true });
   };
   try {

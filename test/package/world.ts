@@ -36,6 +36,7 @@ import {
   type Operation,
   type RunOptions,
   runTool,
+  stopChild,
 } from './agent-driver.js';
 
 export const IMDS_ADDRESS = '169.254.169.254';
@@ -318,7 +319,7 @@ export async function createWorld(options: WorldOptions): Promise<World> {
     const ready = await keeperReady(keeper);
     return openWorld(dir, keeper, ready, config.recordFile);
   } catch (error) {
-    if (keeper) await stopKeeper(keeper);
+    if (keeper) await stopChild(keeper);
     await fs.rm(dir, { recursive: true, force: true });
     throw error;
   }
@@ -389,7 +390,7 @@ function openWorld(
       return (await records()).filter((record) => record.server === 'proxy');
     },
     async close() {
-      await stopKeeper(keeper);
+      await stopChild(keeper);
       await fs.rm(dir, { recursive: true, force: true });
     },
   };
@@ -431,16 +432,6 @@ function keeperReady(
       );
     });
   });
-}
-
-async function stopKeeper(keeper: ChildProcessWithoutNullStreams): Promise<void> {
-  if (keeper.exitCode !== null || keeper.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => keeper.once('exit', () => resolve()));
-  keeper.stdin.end();
-  keeper.kill('SIGTERM');
-  const timer = setTimeout(() => keeper.kill('SIGKILL'), 3000);
-  await exited;
-  clearTimeout(timer);
 }
 
 // ---------------------------------------------------------------------------------------------
