@@ -26,6 +26,21 @@ export const failureKinds = {
     remedy:
       'Run it with install, enable, disable, uninstall or update, as HandlerManifest.json does.',
   },
+  repositoryUnavailable: {
+    code: 20,
+    blame: 'vm-configuration',
+    title: 'The package repository or its signing keys could not be reached.',
+    remedy:
+      "Check that the VM reaches the repository named above, directly or through the proxy in http_proxy/https_proxy of the guest agent's service (or set repository.baseUrl to a mirror it can reach), then apply the extension again.",
+  },
+  registrationMissing: {
+    code: 21,
+    blame: 'vm-configuration',
+    title:
+      'The aadsshlogin packages installed, but did not register with sshd, NSS, PAM or SELinux.',
+    remedy:
+      'Fix the named file as described (the packages installed by this run were removed again), then apply the extension again.',
+  },
   noSystemAssignedIdentity: {
     code: 22,
     blame: 'vm-configuration',
@@ -60,6 +75,20 @@ export const failureKinds = {
     title: 'The package manager stayed busy with another program.',
     remedy:
       'Wait for the named program to finish (unattended-upgrades, cloud-init or dnf-automatic often run after the first boot), then apply the extension again.',
+  },
+  untrustedRepositoryKey: {
+    code: 27,
+    blame: 'vm-configuration',
+    title: "The repository's signing keys are not among the trusted ones.",
+    remedy:
+      "If the repository is your own mirror, add its signing key's fingerprint to the public setting repository.keyFingerprints; otherwise check that nothing between the VM and the repository replaces its files. Nothing on the VM was changed.",
+  },
+  packageManagerFailed: {
+    code: 28,
+    blame: 'vm-configuration',
+    title: 'The package manager failed to install or remove the aadsshlogin packages.',
+    remedy:
+      "Read the package manager's message above and in the handler log, repair the VM's package configuration (broken dependencies, a full disk, another repository that fails), then apply the extension again.",
   },
   unsupportedOperatingSystem: {
     code: 51,

@@ -31,6 +31,14 @@ export interface OperationContext<Settings> {
   agent: AgentHints;
   /** The handler state as it was when the command started. */
   state: HandlerState;
+  /**
+   * Changes the handler state and saves it at once, returning the new state: how a step records
+   * what it is about to change (the journal) before changing it, so that a run killed halfway is
+   * rolled back by the next one. The pipeline saves the final state on top of the latest one.
+   */
+  saveState(change: (state: HandlerState) => HandlerState): Promise<HandlerState>;
+  /** Milliseconds left before the command's own deadline. */
+  remainingMs(): number;
   log: Log;
   /** Aborts when the command's deadline arrives; pass it to every slow call. */
   signal: AbortSignal;

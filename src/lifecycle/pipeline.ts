@@ -175,6 +175,7 @@ export async function runCommand<Settings>(
     const store = fileStateStore(path.join(folder, 'state.json'));
     const loaded = await store.load();
     if (loaded.problem) log.warn(loaded.problem);
+    let current = loaded.state;
 
     // 4. Settings: public ones validated by the extension, protected ones decrypted.
     const { settings, protectedSettings } = await loadSettings(operation, {
@@ -202,14 +203,21 @@ export async function runCommand<Settings>(
       protectedSettings,
       agent,
       state: loaded.state,
+      saveState: async (change) => {
+        const next = change(current);
+        await store.save(next);
+        current = next;
+        return next;
+      },
+      remainingMs: deadline.remainingMs,
       log,
       signal: deadline.signal,
       clock,
       processes: deps.processes,
     };
-    const outcome = await deadline.race(work(verb, extension, context, loaded.state, agent));
+    const outcome = await deadline.race(work(verb, extension, context, agent));
     const message = `${operation.title} ${outcome.status === 'success' ? 'succeeded' : 'finished with warnings'}: ${outcome.message}`;
-    await saveState(store, loaded.state, verb, outcome, {
+    await saveState(store, current, verb, outcome, {
       sequenceNumber,
       version,
       agent,
@@ -282,9 +290,9 @@ async function work<Settings>(
   verb: Verb,
   extension: Extension<Settings>,
   context: OperationContext<Settings>,
-  state: HandlerState,
   agent: AgentHints,
 ): Promise<Outcome> {
+  const { state } = context;
   if (verb === 'uninstall' && state.owner !== null && state.owner !== context.version) {
     context.log.info('Leaving the installation to the version that owns it', {
       owner: state.owner,

@@ -1,29 +1,38 @@
+import { HandlerFailure, toFailure } from '../failures.js';
 import type { Extension, OperationContext, Outcome } from '../lifecycle/extension.js';
 import { runChecks } from './checks/index.js';
+import { converge, removeInstallation } from './installer.js';
+import { realMachine } from './machine.js';
+import { DEFAULT_BASE_URL } from './repository.js';
 import { type LinuxSettings, parseLinuxSettings } from './settings.js';
 import { realLinuxSystem } from './system.js';
 
 export const LINUX_HANDLER_NAME = 'Microsoft.Azure.ActiveDirectory.AADSSHLoginForLinux';
 
 /**
- * AADSSHLoginForLinux. `install`, `update` and `enable` run the checks (operating system, memory,
- * AADLoginForLinux, managed identity) before anything changes; a converged `enable` repeats only
- * the cheap ones. The repository and the packages are the next steps of the lifecycle and are not
- * in this version: nothing on the VM changes yet.
+ * AADSSHLoginForLinux. `install` and `enable` run the checks (operating system, memory,
+ * AADLoginForLinux, managed identity) before anything changes, then converge the VM: the
+ * repository, the packages and their registrations (a converged `enable` repeats only the cheap
+ * checks and queries the package database). `update` only checks: it runs without the settings,
+ * and the new version's `install` and `enable` that follow it do the work with them. `uninstall`
+ * removes what the extension installed, and nothing else.
  */
 export const aadSshLoginForLinux: Extension<LinuxSettings> = {
   handlerName: LINUX_HANDLER_NAME,
   logFileName: 'aadsshlogin-handler.log',
   parseSettings: parseLinuxSettings,
   run: {
-    install: (context) => checkVm(context, 'all'),
-    update: (context) => checkVm(context, 'all'),
-    enable: (context) => checkVm(context, identityConfirmed(context) ? 'cheap' : 'all'),
+    install: (context) => configureVm(context, 'all'),
+    update: checkOnly,
+    enable: (context) => configureVm(context, identityConfirmed(context) ? 'cheap' : 'all'),
     disable: async () => ({
       status: 'success',
       message: 'nothing to do: Entra ID login stays configured.',
     }),
-    uninstall: async () => ({ status: 'success', message: 'nothing on the VM to remove.' }),
+    uninstall: async (context) => ({
+      status: 'success',
+      message: await removeInstallation({ ...jobBase(context) }),
+    }),
   },
 };
 
@@ -31,18 +40,25 @@ function identityConfirmed(context: OperationContext<LinuxSettings>): boolean {
   return context.state.installed.identityConfirmed === true;
 }
 
-async function checkVm(
-  context: OperationContext<LinuxSettings>,
-  which: 'all' | 'cheap',
-): Promise<Outcome> {
+function jobBase(context: OperationContext<LinuxSettings>) {
+  return {
+    machine: realMachine(context.processes, context.clock),
+    log: context.log,
+    signal: context.signal,
+    remainingMs: context.remainingMs,
+    saveState: context.saveState,
+  };
+}
+
+async function checkOnly(context: OperationContext<LinuxSettings>): Promise<Outcome> {
   const results = await runChecks(realLinuxSystem(context), {
     log: context.log,
     signal: context.signal,
-    identity: which === 'all',
+    identity: true,
   });
   return {
     status: 'success',
-    message: `the VM passed the checks (${results.steps.map((step) => step.name).join(', ')}); the repository (${context.settings.repository.baseUrl ?? 'https://packages.microsoft.com'}) and the packages are not configured by this version.`,
+    message: `the VM passed the checks (${results.steps.map((step) => step.name).join(', ')}); the new version's install and enable configure it.`,
     substatus: results.steps,
     installed: {
       ...context.state.installed,
@@ -50,4 +66,40 @@ async function checkVm(
       ...(results.cloud ? { cloud: results.cloud.name } : {}),
     },
   };
+}
+
+async function configureVm(
+  context: OperationContext<LinuxSettings>,
+  which: 'all' | 'cheap',
+): Promise<Outcome> {
+  const system = realLinuxSystem(context);
+  const checks = await runChecks(system, {
+    log: context.log,
+    signal: context.signal,
+    identity: which === 'all',
+  });
+  try {
+    const result = await converge({
+      ...jobBase(context),
+      os: checks.os,
+      architecture: system.architecture,
+      settings: context.settings,
+    });
+    return {
+      status: 'success',
+      message: `the VM passed the checks; ${result.summary} Repository: ${context.settings.repository.baseUrl ?? DEFAULT_BASE_URL}.`,
+      substatus: [...checks.steps, ...result.steps],
+      installed: {
+        ...result.installation,
+        identityConfirmed: true,
+        ...(checks.cloud ? { cloud: checks.cloud.name } : {}),
+      },
+    };
+  } catch (error) {
+    const failure = toFailure(error);
+    throw new HandlerFailure(failure.kind, failure.detail, {
+      cause: error,
+      steps: [...checks.steps, ...failure.steps],
+    });
+  }
 }

@@ -122,3 +122,35 @@ export function trustedKeys(
     refused: keys.filter((key) => !trusted.has(key.fingerprint)).map((key) => key.fingerprint),
   };
 }
+
+/** OpenPGP's CRC-24 (RFC 4880 §6.1), for the armor's checksum line. */
+function crc24(data: Uint8Array): number {
+  let crc = 0xb704ce;
+  for (const byte of data) {
+    crc ^= byte << 16;
+    for (let bit = 0; bit < 8; bit++) {
+      crc <<= 1;
+      if (crc & 0x1000000) crc ^= 0x1864cfb;
+    }
+  }
+  return crc & 0xffffff;
+}
+
+/** Binary key packets as one ASCII-armored public key block, as rpm and dnf read them. */
+export function armor(packets: Uint8Array): string {
+  const body = Buffer.from(packets).toString('base64');
+  const lines = body.match(/.{1,64}/g) ?? [];
+  const checksum = Buffer.from([
+    (crc24(packets) >> 16) & 0xff,
+    (crc24(packets) >> 8) & 0xff,
+    crc24(packets) & 0xff,
+  ]).toString('base64');
+  return [
+    '-----BEGIN PGP PUBLIC KEY BLOCK-----',
+    '',
+    ...lines,
+    `=${checksum}`,
+    '-----END PGP PUBLIC KEY BLOCK-----',
+    '',
+  ].join('\n');
+}

@@ -23,6 +23,16 @@ export const WRITTEN_BY =
 
 export const RPM_REPOSITORY_ID = 'packages-microsoft-com-prod';
 
+/**
+ * Where the trusted keys go. Named after this extension, not `microsoft-prod.gpg`: Microsoft's
+ * packages-microsoft-prod package installs that name, and uninstalling the extension must never
+ * take away a key something else relies on.
+ */
+export const KEY_FILE = {
+  apt: '/usr/share/keyrings/aadsshlogin-microsoft-prod.gpg',
+  rpm: '/etc/pki/rpm-gpg/aadsshlogin-microsoft-prod.asc',
+} as const;
+
 export interface RepositoryPlan {
   manager: ManagerName;
   target: RepositoryTarget;
@@ -83,7 +93,7 @@ export function planRepository(
     const debArch = architecture === 'aarch64' ? 'arm64' : 'amd64';
     const multiarch = os.id === 'ubuntu' && codename === 'bionic' && debArch === 'arm64';
     const url = `${base}/repos/microsoft-${os.id}-${codename}${multiarch ? '-multiarch' : ''}-prod`;
-    const keyring = '/usr/share/keyrings/microsoft-prod.gpg';
+    const keyring = KEY_FILE.apt;
     return {
       manager: 'apt',
       target: { file: '/etc/apt/sources.list.d/microsoft-prod.list', id: url },
@@ -97,7 +107,7 @@ export function planRepository(
     };
   }
 
-  const rpmKeys = keys('/etc/pki/rpm-gpg/microsoft-prod.asc', 'armored');
+  const rpmKeys = keys(KEY_FILE.rpm, 'armored');
   const rpmFile = (url: string, extra: readonly string[] = []) =>
     [
       WRITTEN_BY,

@@ -147,3 +147,18 @@ describe('HTTP to the repository', () => {
     assert.equal(proxied.length, seenBefore, 'no_proxy was honoured');
   });
 });
+
+describe('proxy variables for package managers', () => {
+  test('either case in, both cases out; lower case wins; empty values are dropped', async () => {
+    const { proxyEnvironment } = await import('../../src/io/proxy-environment.js');
+    assert.deepEqual(proxyEnvironment({ HTTP_PROXY: 'http://p:3128', no_proxy: '' }), {
+      http_proxy: 'http://p:3128',
+      HTTP_PROXY: 'http://p:3128',
+    });
+    assert.deepEqual(
+      proxyEnvironment({ https_proxy: 'http://lower:1', HTTPS_PROXY: 'http://upper:2' }),
+      { https_proxy: 'http://lower:1', HTTPS_PROXY: 'http://lower:1' },
+    );
+    assert.deepEqual(proxyEnvironment({}), {});
+  });
+});

@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { dearmor, publicKeys, trustedKeys } from '../../src/linux/keys.js';
+import { armor, dearmor, publicKeys, trustedKeys } from '../../src/linux/keys.js';
 import { temporaryFolder } from '../fakes.js';
 
 /** Two throwaway keys made by the real gpg, in a keyring of their own. */
@@ -36,6 +36,15 @@ describe('OpenPGP keys without gpg', () => {
     const keys = publicKeys(dearmor(armoredBoth) ?? Buffer.alloc(0));
     assert.equal(keys.length, 2);
     for (const key of keys) assert.ok(fingerprints.includes(key.fingerprint), key.fingerprint);
+  });
+
+  test('armor() writes a block with the checksum gpg computes, which reads back to the same bytes', () => {
+    const binary = dearmor(armoredBoth) ?? Buffer.alloc(0);
+    const armored = armor(binary);
+    assert.deepEqual(dearmor(armored), binary);
+    assert.deepEqual(gpg(['--dearmor'], armored), binary);
+    const checksum = armoredBoth.split('\n').find((line) => /^=[A-Za-z0-9+/]{4}$/.test(line));
+    if (checksum) assert.ok(armored.includes(`\n${checksum}\n`), 'same CRC-24 as gpg');
   });
 
   test('dearmored bytes are what gpg --dearmor writes', () => {

@@ -36,7 +36,7 @@ describe('install plan: repositories', () => {
     assert.equal(repository.target.file, '/etc/apt/sources.list.d/microsoft-prod.list');
     assert.equal(
       repository.alternatives[0]?.content,
-      `${WRITTEN_BY}\ndeb [arch=amd64 signed-by=/usr/share/keyrings/microsoft-prod.gpg] https://packages.microsoft.com/repos/microsoft-ubuntu-jammy-prod jammy main\n`,
+      `${WRITTEN_BY}\ndeb [arch=amd64 signed-by=/usr/share/keyrings/aadsshlogin-microsoft-prod.gpg] https://packages.microsoft.com/repos/microsoft-ubuntu-jammy-prod jammy main\n`,
     );
   });
 
@@ -76,7 +76,7 @@ describe('install plan: repositories', () => {
     assert.match(content, /^\[packages-microsoft-com-prod\]$/m);
     assert.match(content, /^gpgcheck=1$/m);
     assert.match(content, /^repo_gpgcheck=1$/m);
-    assert.match(content, /^gpgkey=file:\/\/\/etc\/pki\/rpm-gpg\/microsoft-prod\.asc$/m);
+    assert.match(content, /^gpgkey=file:\/\/\/etc\/pki\/rpm-gpg\/aadsshlogin-microsoft-prod\.asc$/m);
     assert.doesNotMatch(content, /gpgkey=https?:/);
   });
 

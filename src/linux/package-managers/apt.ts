@@ -49,6 +49,9 @@ export const apt: PackageManager = {
       'Dpkg::Options::=--force-confold',
       '-o',
       'Dpkg::Options::=--force-confdef',
+      // Another apt starting between our wait for the lock and this command: wait, do not fail.
+      '-o',
+      'DPkg::Lock::Timeout=60',
       ...packages.map((spec) => (spec.version ? `${spec.name}=${spec.version}` : spec.name)),
     ],
     env: NONINTERACTIVE,

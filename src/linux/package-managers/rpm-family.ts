@@ -15,6 +15,21 @@ export function parseRpmQuery(stdout: string): Map<string, string> {
   return installed;
 }
 
+/**
+ * The name rpm gives a key imported with `rpm --import`: `gpg-pubkey-<key id>`, the last eight
+ * hexadecimal digits of the fingerprint in lower case (its version part is the creation time).
+ */
+export function rpmKeyName(fingerprint: string): string {
+  return `gpg-pubkey-${fingerprint.slice(-8).toLowerCase()}`;
+}
+
+/** Trusting a key for package signatures in every rpm family (zypper reads the rpm database). */
+export const rpmKeys = {
+  query: (name: string) => ({ argv: ['rpm', '-q', name] }),
+  import: (file: string) => ({ argv: ['rpm', '--import', file] }),
+  remove: (name: string) => ({ argv: ['rpm', '-e', '--allmatches', name] }),
+};
+
 /** `name-version` as yum, dnf and tdnf take an exact version. */
 export function rpmSpec(spec: PackageSpec): string {
   return spec.version ? `${spec.name}-${spec.version}` : spec.name;

@@ -1,0 +1,672 @@
+import {
+  type FailureKindName,
+  type FailureStep,
+  failureKinds,
+  HandlerFailure,
+  toFailure,
+} from '../failures.js';
+import type { Log } from '../io/log.js';
+import type { HandlerState } from '../lifecycle/state.js';
+import type { OsRelease } from './checks/os-release.js';
+import {
+  type Change,
+  describeChange,
+  type Installation,
+  lastLines,
+  readInstallation,
+  readJournal,
+  recordChanges,
+  sha256,
+  undoChanges,
+} from './journal.js';
+import { armor, type PublicKey, trustedKeys } from './keys.js';
+import type { Machine } from './machine.js';
+import { waitForPackageManager } from './package-lock.js';
+import { type Command, type PackageManager, packageManagers } from './package-managers/index.js';
+import { rpmKeyName, rpmKeys } from './package-managers/rpm-family.js';
+import { packagesToQuery, SELINUX_PACKAGE } from './packages.js';
+import { describePlan, type InstallPlan, planInstall } from './plan.js';
+import {
+  checkNsswitch,
+  checkPam,
+  checkSelinux,
+  checkSshd,
+  type Problem,
+  sshdWarnings,
+} from './registrations.js';
+import { WRITTEN_BY } from './repository.js';
+import type { LinuxSettings } from './settings.js';
+
+/**
+ * Steps 5–8 of the Linux lifecycle, after the checks: the repository, the packages, the
+ * registrations they make, and warnings about sshd settings. `converge` is what install and
+ * enable run: it plans, and applies only what is missing, so a converged VM costs one package
+ * query and a few file reads. Every change is journalled before it is made (see journal.ts); a
+ * failure undoes this run's changes before it is reported.
+ */
+export interface InstallJob {
+  machine: Machine;
+  os: OsRelease;
+  /** `uname -m` style. */
+  architecture: string;
+  settings: LinuxSettings;
+  log: Log;
+  signal: AbortSignal;
+  remainingMs(): number;
+  saveState(change: (state: HandlerState) => HandlerState): Promise<HandlerState>;
+}
+
+/** What recovering a journal and removing the installation need (no plan). */
+export type RemovalJob = Pick<
+  InstallJob,
+  'machine' | 'log' | 'signal' | 'remainingMs' | 'saveState'
+>;
+
+export interface ConvergeResult {
+  installation: Installation;
+  steps: FailureStep[];
+  /** One sentence for the status message. */
+  summary: string;
+}
+
+/** The longest wait for another program's package-manager lock. */
+const LOCK_WAIT_MAX_MS = 10 * 60_000;
+/** Time kept for the package manager's own work after waiting for its lock. */
+const WORK_RESERVE_MS = 120_000;
+/** Time allowed for each request to the repository (keys, the flavour probe), retries included. */
+const FETCH_BUDGET_MS = 60_000;
+
+const REGISTRATION_STEP: Record<Problem['what'], string> = {
+  sshd: 'SshdRegistration',
+  nsswitch: 'NssRegistration',
+  pam: 'PamRegistration',
+  selinux: 'SelinuxRegistration',
+};
+
+export async function converge(job: InstallJob): Promise<ConvergeResult> {
+  const { machine, log } = job;
+  let state = await recoverInterruptedRun(job);
+  const steps: FailureStep[] = [];
+  const fail = (kind: FailureKindName, step: string, detail: string): never => {
+    steps.push({ name: step, status: 'error', code: failureKinds[kind].code, message: detail });
+    throw new HandlerFailure(kind, detail, { steps: [...steps] });
+  };
+
+  const planned = await planFor(job);
+  if (!planned) {
+    return fail(
+      'unsupportedOperatingSystem',
+      'Repository',
+      `There is no packages.microsoft.com repository for ${job.os.id} ${job.os.versionId ?? ''}.`,
+    );
+  }
+  const { plan, manager } = planned;
+  for (const line of describePlan(plan)) log.info(`Plan: ${line}`);
+
+  const installation = readInstallation(state);
+  const repository = await inspectRepository(machine, plan);
+  const holdsMissing = plan.packages.holds.filter((name) => !installation.holds?.includes(name));
+  const converged =
+    (repository === 'foreign' || repository === 'current') &&
+    plan.packages.missing.length === 0 &&
+    holdsMissing.length === 0;
+
+  let changedNothing = true;
+  if (converged) {
+    steps.push({
+      name: 'Repository',
+      status: 'success',
+      code: 0,
+      message: repositoryMessage(plan, repository, 'already'),
+    });
+    steps.push({
+      name: 'Packages',
+      status: 'success',
+      code: 0,
+      message: `Already installed: ${installedList(plan)}.`,
+    });
+    log.info('Nothing to install: the repository and the packages are in place');
+  } else {
+    changedNothing = false;
+    try {
+      await apply(job, plan, manager, repository, steps, holdsMissing);
+    } catch (error) {
+      await rollBack(job, error);
+    }
+  }
+
+  const problems = await verifyRegistrations(machine, plan, job.signal);
+  for (const problem of problems) {
+    steps.push({
+      name: REGISTRATION_STEP[problem.what],
+      status: 'error',
+      code: 21,
+      message: problem.message,
+    });
+  }
+  if (problems.length > 0) {
+    const failure = new HandlerFailure(
+      'registrationMissing',
+      problems.map((p) => p.message).join(' '),
+      {
+        steps: [...steps],
+      },
+    );
+    if (changedNothing) throw failure;
+    await rollBack(job, failure);
+  }
+  steps.push({
+    name: 'Registrations',
+    status: 'success',
+    code: 0,
+    message: `sshd (AuthorizedKeysCommand /usr/sbin/aad_certhandler), NSS (aad) and PAM (pam_aad)${plan.packages.wanted.some((spec) => spec.name === SELINUX_PACKAGE) ? ' and SELinux (aad_permissions)' : ''} are registered.`,
+  });
+  for (const warning of await sshWarnings(machine)) {
+    log.warn(warning);
+    steps.push({ name: 'SshdConfiguration', status: 'warning', code: 0, message: warning });
+  }
+
+  // Success: this run's journal becomes part of the installation record.
+  state = await job.saveState((latest) => ({
+    ...latest,
+    installed: recordChanges(readInstallation(latest), readJournal(latest), manager.name),
+    journal: [],
+  }));
+  return {
+    installation: readInstallation(state),
+    steps,
+    summary: changedNothing
+      ? `${installedList(plan)} already installed and registered; nothing changed.`
+      : `${installedList(plan)} installed and registered.`,
+  };
+}
+
+async function planFor(
+  job: InstallJob,
+): Promise<{ plan: InstallPlan; manager: PackageManager } | undefined> {
+  const probe = planInstall(job.os, job.architecture, job.settings, new Map());
+  if (!probe) return undefined;
+  const manager = packageManagers[probe.repository.manager];
+  const installed = await queryInstalled(job, manager, packagesToQuery(job.os, manager.name));
+  const plan = planInstall(job.os, job.architecture, job.settings, installed);
+  return plan ? { plan, manager } : undefined;
+}
+
+async function queryInstalled(
+  job: InstallJob,
+  manager: PackageManager,
+  names: readonly string[],
+): Promise<Map<string, string>> {
+  const command = manager.queryInstalled(names);
+  const result = await runCommand(job, command);
+  if (result.exitCode === 127) {
+    throw new HandlerFailure(
+      'packageManagerFailed',
+      `${command.argv[0]} is not installed, so the installed packages cannot be read: this ${job.os.id} VM has no working ${manager.name}.`,
+    );
+  }
+  return manager.parseInstalled(result.stdout);
+}
+
+type RepositoryState = 'current' | 'stale' | 'absent' | 'foreign';
+
+/** Whether our repository file (and its key file) is there as the plan would write it. */
+async function inspectRepository(machine: Machine, plan: InstallPlan): Promise<RepositoryState> {
+  const content = (await machine.readFile(plan.repository.target.file))?.toString('utf8');
+  if (content === undefined) return 'absent';
+  if (!content.startsWith(WRITTEN_BY)) return 'foreign';
+  const current = plan.repository.alternatives.some(
+    (alternative) => alternative.content === content,
+  );
+  const keys = await machine.readFile(plan.repository.keys.file);
+  return current && keys !== undefined && keys.length > 0 ? 'current' : 'stale';
+}
+
+function repositoryMessage(
+  plan: InstallPlan,
+  state: RepositoryState,
+  when: 'already' | 'now',
+): string {
+  const file = plan.repository.target.file;
+  if (state === 'foreign') {
+    return `${file} was not written by this extension; it is used as it is and never changed.`;
+  }
+  return when === 'already'
+    ? `${file} is configured (keys in ${plan.repository.keys.file}).`
+    : `${file} written; keys ${plan.repository.keys.trustedFingerprints.length > 0 ? 'verified by fingerprint' : ''} in ${plan.repository.keys.file}.`;
+}
+
+function installedList(plan: InstallPlan): string {
+  return plan.packages.wanted
+    .map((spec) => (spec.version ? `${spec.name} ${spec.version}` : spec.name))
+    .join(' and ');
+}
+
+/** Makes the changes the plan asks for, journalling each one first. */
+async function apply(
+  job: InstallJob,
+  plan: InstallPlan,
+  manager: PackageManager,
+  repository: RepositoryState,
+  steps: FailureStep[],
+  holdsMissing: readonly string[],
+): Promise<void> {
+  const { log } = job;
+  const step = (name: string, message: string) => {
+    steps.push({ name, status: 'success', code: 0, message });
+    log.info(`${name}: ${message}`);
+  };
+  const failStep = (name: string, failure: HandlerFailure): never => {
+    steps.push({ name, status: 'error', code: failure.code, message: failure.detail });
+    throw new HandlerFailure(failure.kind, failure.detail, { steps: [...steps] });
+  };
+
+  // Network first, before anything changes: the keys, and which repository folder exists.
+  let repositoryFile: { url: string; content: string } | undefined;
+  let keys: PublicKey[] = [];
+  if (repository !== 'foreign' && repository !== 'current') {
+    try {
+      keys = await fetchTrustedKeys(job, plan);
+      repositoryFile = await chooseRepository(job, plan);
+    } catch (error) {
+      failStep('Repository', toFailure(error));
+    }
+  }
+
+  await waitForLocks(job, manager);
+
+  try {
+    if (repositoryFile) {
+      const keyContent =
+        plan.repository.keys.format === 'keyring'
+          ? Buffer.concat(keys.map((key) => key.packets))
+          : keys.map((key) => armor(key.packets)).join('');
+      await writeJournalled(job, plan.repository.keys.file, keyContent);
+      if (plan.repository.keys.format === 'armored') await importRpmKeys(job, plan, keys);
+      await writeJournalled(job, plan.repository.target.file, repositoryFile.content);
+      step(
+        'Repository',
+        `${plan.repository.target.file} points at ${repositoryFile.url}; trusted keys ${keys.map((key) => key.fingerprint).join(', ')} in ${plan.repository.keys.file}.`,
+      );
+    } else {
+      step('Repository', repositoryMessage(plan, repository, 'already'));
+    }
+  } catch (error) {
+    failStep('Repository', toFailure(error));
+  }
+
+  try {
+    if (plan.packages.missing.length > 0) {
+      // Someone else's rpm repository file may name its repository differently: no refresh of
+      // "ours" then; installing reads the metadata it needs.
+      const refresh =
+        repository === 'foreign' && manager.name !== 'apt'
+          ? undefined
+          : manager.refresh(plan.repository.target);
+      const refreshed = refresh
+        ? await runCommand(job, refresh)
+        : { exitCode: 0, stderr: '', stdout: '' };
+      if (refresh && refreshed.exitCode !== 0) {
+        throw new HandlerFailure(
+          'repositoryUnavailable',
+          `"${refresh.argv.join(' ')}" failed (exit ${refreshed.exitCode}): ${lastLines(refreshed.stderr || refreshed.stdout)}`,
+        );
+      }
+      const before = await queryInstalled(
+        job,
+        manager,
+        plan.packages.missing.map((spec) => spec.name),
+      );
+      const newNames = plan.packages.wanted
+        .map((spec) => spec.name)
+        .filter((name) => !before.has(name));
+      if (newNames.length > 0) {
+        await note(job, { kind: 'packages', manager: manager.name, names: newNames });
+      }
+      const install = manager.install(plan.packages.wanted, plan.repository.target);
+      const installed = await runCommand(job, install);
+      if (installed.exitCode !== 0) {
+        throw new HandlerFailure(
+          'packageManagerFailed',
+          `"${install.argv.join(' ')}" failed (exit ${installed.exitCode}): ${lastLines(installed.stderr || installed.stdout)}`,
+        );
+      }
+    }
+    for (const name of holdsMissing) {
+      await note(job, { kind: 'hold', manager: manager.name, name });
+      const hold = manager.hold(name);
+      const held = await runCommand(job, hold);
+      if (held.exitCode !== 0) {
+        throw new HandlerFailure(
+          'packageManagerFailed',
+          `"${hold.argv.join(' ')}" failed (exit ${held.exitCode}): ${lastLines(held.stderr || held.stdout)}`,
+        );
+      }
+    }
+    step(
+      'Packages',
+      `${installedList(plan)}${plan.packages.holds.length > 0 ? ` (held at ${plan.packages.wanted[0]?.version})` : ''} installed with ${manager.name}.`,
+    );
+  } catch (error) {
+    failStep('Packages', toFailure(error));
+  }
+}
+
+/** Undoes this run's journal, then throws `error` (saying what could not be undone, if anything). */
+async function rollBack(job: InstallJob, error: unknown): Promise<never> {
+  const failure = toFailure(error);
+  const state = await job.saveState((latest) => latest);
+  const journal = readJournal(state);
+  if (journal.length === 0) throw failure;
+  job.log.warn(`Undoing this run's changes: ${journal.map(describeChange).join('; ')}`);
+  const left = await undoChanges(journal, {
+    machine: job.machine,
+    log: job.log,
+    signal: job.signal,
+  });
+  await job.saveState((latest) => ({ ...latest, journal: left }));
+  const undone =
+    left.length === 0
+      ? ' The VM was returned to how it was before this run.'
+      : ` Could not undo ${left.map(describeChange).join('; ')}: the next command retries.`;
+  throw new HandlerFailure(failure.kind, `${failure.detail}${undone}`, {
+    cause: error,
+    steps: failure.steps,
+  });
+}
+
+/** A run killed halfway left its journal: undo it before anything else. */
+async function recoverInterruptedRun(job: RemovalJob): Promise<HandlerState> {
+  const state = await job.saveState((latest) => latest);
+  const journal = readJournal(state);
+  if (journal.length === 0) return state;
+  job.log.warn(
+    `An earlier command stopped halfway; undoing its changes: ${journal.map(describeChange).join('; ')}`,
+  );
+  await waitForLocks(job, packageManagers[journalManager(journal) ?? 'apt']);
+  const left = await undoChanges(journal, {
+    machine: job.machine,
+    log: job.log,
+    signal: job.signal,
+  });
+  return job.saveState((latest) => ({ ...latest, journal: left }));
+}
+
+function journalManager(journal: readonly Change[]) {
+  for (const change of journal) {
+    if (change.kind === 'packages' || change.kind === 'hold') return change.manager;
+  }
+  return undefined;
+}
+
+async function note(job: InstallJob, change: Change): Promise<void> {
+  await job.saveState((latest) => ({ ...latest, journal: [...latest.journal, change] }));
+}
+
+/** Writes one of our files, journalled; an unchanged file is not touched. */
+async function writeJournalled(
+  job: InstallJob,
+  file: string,
+  content: string | Buffer,
+): Promise<void> {
+  const bytes = typeof content === 'string' ? Buffer.from(content) : content;
+  const previous = await job.machine.readFile(file);
+  if (previous?.equals(bytes)) return;
+  await note(job, {
+    kind: 'file',
+    path: file,
+    written: sha256(bytes),
+    previous: previous === undefined ? null : previous.toString('base64'),
+  });
+  await job.machine.writeFile(file, bytes, 0o644);
+}
+
+/** The trusted keys from `<baseUrl>/keys/`: files that are absent are skipped; others must answer. */
+async function fetchTrustedKeys(job: InstallJob, plan: InstallPlan): Promise<PublicKey[]> {
+  const { keys } = plan.repository;
+  const found: PublicKey[] = [];
+  const refused: string[] = [];
+  const answered: string[] = [];
+  for (const url of keys.urls) {
+    const result = await job.machine.fetchText(url, {
+      budgetMs: Math.min(FETCH_BUDGET_MS, Math.max(5_000, job.remainingMs() - WORK_RESERVE_MS)),
+      signal: job.signal,
+      onRetry: (problem, delayMs) => job.log.warn(`Retrying in ${delayMs} ms: ${problem}`),
+    });
+    if (!result.ok) throw new HandlerFailure('repositoryUnavailable', `${result.problem}.`);
+    const { status, body } = result.answer;
+    if (status === 404 || status === 403) continue;
+    if (status !== 200) {
+      throw new HandlerFailure('repositoryUnavailable', `${url} answered HTTP ${status}.`);
+    }
+    answered.push(url);
+    let split: ReturnType<typeof trustedKeys>;
+    try {
+      split = trustedKeys(body, keys.trustedFingerprints);
+    } catch (error) {
+      throw new HandlerFailure(
+        'repositoryUnavailable',
+        `${url} did not answer with an OpenPGP key (${toFailure(error).message}): a proxy or captive portal may be answering instead of the repository.`,
+      );
+    }
+    for (const key of split.trusted) {
+      if (!found.some((other) => other.fingerprint === key.fingerprint)) found.push(key);
+    }
+    refused.push(...split.refused);
+    if (split.refused.length > 0) {
+      job.log.warn(`Not trusted, not installed: keys ${split.refused.join(', ')} from ${url}`);
+    }
+  }
+  if (answered.length === 0) {
+    throw new HandlerFailure(
+      'repositoryUnavailable',
+      `None of ${keys.urls.join(', ')} exists: the repository has no signing keys where packages.microsoft.com keeps them.`,
+    );
+  }
+  if (found.length === 0) {
+    throw new HandlerFailure(
+      'untrustedRepositoryKey',
+      `${answered.join(' and ')} hold${answered.length === 1 ? 's' : ''} only keys ${refused.join(', ')}, none of which is trusted (trusted: ${keys.trustedFingerprints.join(', ')}).`,
+    );
+  }
+  job.log.info(`Trusted keys: ${found.map((key) => key.fingerprint).join(', ')}`);
+  return found;
+}
+
+/**
+ * The repository file to write. Where the plan has alternatives (a RHEL-like flavour, then
+ * `rhel`), the first whose folder has repository metadata wins; 403 and 404 mean "no such
+ * folder", anything else is a failure.
+ */
+async function chooseRepository(
+  job: InstallJob,
+  plan: InstallPlan,
+): Promise<{ url: string; content: string }> {
+  const { alternatives } = plan.repository;
+  const only = alternatives[0];
+  if (alternatives.length === 1 && only) return only;
+  for (const alternative of alternatives) {
+    const probe = `${alternative.url.replace(/\/?$/, '/')}repodata/repomd.xml`;
+    const result = await job.machine.fetchText(probe, {
+      budgetMs: Math.min(FETCH_BUDGET_MS, Math.max(5_000, job.remainingMs() - WORK_RESERVE_MS)),
+      signal: job.signal,
+      maxBytes: 4 * 1024 * 1024,
+      onRetry: (problem, delayMs) => job.log.warn(`Retrying in ${delayMs} ms: ${problem}`),
+    });
+    if (!result.ok) throw new HandlerFailure('repositoryUnavailable', `${result.problem}.`);
+    const { status } = result.answer;
+    if (status === 200) {
+      job.log.info(`Repository chosen: ${alternative.url}`);
+      return alternative;
+    }
+    if (status !== 403 && status !== 404) {
+      throw new HandlerFailure('repositoryUnavailable', `${probe} answered HTTP ${status}.`);
+    }
+    job.log.info(`No repository at ${alternative.url} (HTTP ${status}); trying the next one`);
+  }
+  throw new HandlerFailure(
+    'repositoryUnavailable',
+    `None of ${alternatives.map((alternative) => alternative.url).join(', ')} has repository metadata (repodata/repomd.xml).`,
+  );
+}
+
+/** rpm families: the keys into the rpm database too (zypper trusts only those); journalled. */
+async function importRpmKeys(job: InstallJob, plan: InstallPlan, keys: readonly PublicKey[]) {
+  for (const key of keys) {
+    const name = rpmKeyName(key.fingerprint);
+    if ((await runCommand(job, rpmKeys.query(name))).exitCode === 0) continue;
+    await note(job, { kind: 'rpmKey', name });
+  }
+  const command = rpmKeys.import(plan.repository.keys.file);
+  const result = await runCommand(job, command);
+  if (result.exitCode !== 0) {
+    throw new HandlerFailure(
+      'packageManagerFailed',
+      `"${command.argv.join(' ')}" failed (exit ${result.exitCode}): ${lastLines(result.stderr)}`,
+    );
+  }
+}
+
+async function waitForLocks(job: RemovalJob, manager: PackageManager): Promise<void> {
+  await waitForPackageManager({
+    lockFiles: manager.lockFiles,
+    probe: job.machine.lockProbe,
+    clock: job.machine.clock,
+    log: job.log,
+    budgetMs: Math.max(0, Math.min(LOCK_WAIT_MAX_MS, job.remainingMs() - WORK_RESERVE_MS)),
+    signal: job.signal,
+  });
+}
+
+/** Runs a package-manager command, logging it with its exit code and duration. */
+async function runCommand(job: InstallJob, command: Command) {
+  const [file, ...args] = command.argv;
+  const started = job.machine.clock.now().getTime();
+  const result = await job.machine.processes.run(file ?? 'false', args, {
+    signal: job.signal,
+    env: { ...job.machine.proxyEnvironment, ...command.env },
+  });
+  const fields = {
+    exitCode: result.exitCode,
+    durationMs: job.machine.clock.now().getTime() - started,
+  };
+  if (result.exitCode === 0) job.log.info(`Ran: ${command.argv.join(' ')}`, fields);
+  else logFailure(job.log, command, result, fields);
+  return result;
+}
+
+function logFailure(
+  log: Log,
+  command: Command,
+  result: { stdout: string; stderr: string },
+  fields: { exitCode: number; durationMs: number },
+) {
+  log.info(`Ran: ${command.argv.join(' ')}`, fields);
+  for (const [stream, text] of [
+    ['stdout', result.stdout],
+    ['stderr', result.stderr],
+  ] as const) {
+    if (text.trim()) log.info(`${command.argv[0]} ${stream}: ${lastLines(text, 20, 4000)}`);
+  }
+}
+
+/** What the packages must have registered, read from the files they change. */
+async function verifyRegistrations(
+  machine: Machine,
+  plan: InstallPlan,
+  signal: AbortSignal,
+): Promise<Problem[]> {
+  const read = async (file: string) => (await machine.readFile(file))?.toString('utf8');
+  const problems: Problem[] = [];
+  const sshd = await sshdFiles(machine);
+  const sshdProblem = checkSshd(sshd);
+  if (sshdProblem) problems.push(sshdProblem);
+  const nsswitch = checkNsswitch('/etc/nsswitch.conf', (await read('/etc/nsswitch.conf')) ?? '');
+  if (nsswitch) problems.push(nsswitch);
+  const pamFiles: { file: string; text: string }[] = [];
+  for (const entry of await machine.listDirectory('/etc/pam.d')) {
+    const text = await read(`/etc/pam.d/${entry}`).catch(() => undefined);
+    if (text !== undefined) pamFiles.push({ file: `/etc/pam.d/${entry}`, text });
+  }
+  const pam = checkPam(pamFiles);
+  if (pam) problems.push(pam);
+  if (plan.packages.wanted.some((spec) => spec.name === SELINUX_PACKAGE)) {
+    const listed = await machine.processes.run('semodule', ['-l'], { signal });
+    const selinux = checkSelinux(listed.exitCode === 0 ? listed.stdout : '');
+    if (selinux) problems.push(selinux);
+  }
+  return problems;
+}
+
+/** sshd_config and the drop-in files it usually includes. */
+async function sshdFiles(machine: Machine): Promise<{ file: string; text: string }[]> {
+  const files: { file: string; text: string }[] = [];
+  const main = (await machine.readFile('/etc/ssh/sshd_config'))?.toString('utf8');
+  files.push({ file: '/etc/ssh/sshd_config', text: main ?? '' });
+  for (const entry of (await machine.listDirectory('/etc/ssh/sshd_config.d')).sort()) {
+    if (!entry.endsWith('.conf')) continue;
+    const text = (await machine.readFile(`/etc/ssh/sshd_config.d/${entry}`))?.toString('utf8');
+    if (text !== undefined) files.push({ file: `/etc/ssh/sshd_config.d/${entry}`, text });
+  }
+  return files;
+}
+
+async function sshWarnings(machine: Machine): Promise<string[]> {
+  const warnings: string[] = [];
+  for (const { file, text } of await sshdFiles(machine)) warnings.push(...sshdWarnings(file, text));
+  return warnings;
+}
+
+/**
+ * `uninstall`: undoes the installation record (holds, then aadsshlogin, then
+ * aadsshlogin-selinux, then our repository file and keys), and nothing else. What cannot be
+ * removed stays in the record for the next try.
+ */
+export async function removeInstallation(job: RemovalJob): Promise<string> {
+  const state = await recoverInterruptedRun(job);
+  const installation = readInstallation(state);
+  const changes: Change[] = [
+    ...(installation.files ?? []).map(
+      (file): Change => ({ kind: 'file', path: file.path, written: file.written, previous: null }),
+    ),
+    ...(installation.rpmKeys ?? []).map((name): Change => ({ kind: 'rpmKey', name })),
+  ];
+  const manager = installation.manager;
+  if (manager && (installation.packages?.length ?? 0) > 0) {
+    changes.push({ kind: 'packages', manager, names: installation.packages ?? [] });
+  }
+  if (manager) {
+    for (const name of installation.holds ?? []) changes.push({ kind: 'hold', manager, name });
+  }
+  if (changes.length === 0) return 'nothing that this extension installed is on the VM.';
+  if (manager) await waitForLocks(job, packageManagers[manager]);
+  job.log.info(`Removing: ${changes.map(describeChange).reverse().join('; ')}`);
+  const left = await undoChanges(changes, {
+    machine: job.machine,
+    log: job.log,
+    signal: job.signal,
+  });
+  if (left.length > 0) {
+    const remaining = recordChanges({}, left, manager ?? 'apt');
+    await job.saveState((latest) => ({
+      ...latest,
+      installed: { ...latest.installed, ...remaining },
+    }));
+    throw new HandlerFailure(
+      'packageManagerFailed',
+      `Could not remove ${left.map(describeChange).join('; ')}; see the handler log. The next uninstall tries again.`,
+    );
+  }
+  return `removed ${describeRemoval(changes)}.`;
+}
+
+/** "aadsshlogin, aadsshlogin-selinux, /etc/apt/sources.list.d/microsoft-prod.list, …" */
+function describeRemoval(changes: readonly Change[]): string {
+  const what = [...changes].reverse().flatMap((change): string[] => {
+    if (change.kind === 'packages') return [...change.names].reverse();
+    if (change.kind === 'file') return [change.path];
+    if (change.kind === 'rpmKey') return [`${change.name} (rpm key)`];
+    return [];
+  });
+  return what.join(', ');
+}

@@ -1,0 +1,55 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import type { Clock } from '../io/clock.js';
+import { isNotFound, writeFileAtomic } from '../io/files.js';
+import type { FetchOptions, FetchResult } from '../io/http.js';
+import type { Processes } from '../io/processes.js';
+import { proxyEnvironment } from '../io/proxy-environment.js';
+import type { LockProbe } from './package-lock.js';
+import { systemLockProbe } from './package-lock-probe.js';
+
+/**
+ * What installing and removing the packages touches on the VM: files, programs, the repository
+ * over HTTP (through the environment's proxy), and the package managers' locks. The real one is
+ * the VM itself; unit tests pass fakes.
+ */
+export interface Machine {
+  readFile(file: string): Promise<Buffer | undefined>;
+  /** Replaces `file` atomically, creating its folder. */
+  writeFile(file: string, content: string | Uint8Array, mode: number): Promise<void>;
+  /** Removes `file`; nothing happens when it is already gone. */
+  removeFile(file: string): Promise<void>;
+  listDirectory(folder: string): Promise<string[]>;
+  processes: Processes;
+  /** Proxy variables every package-manager command gets (see proxy-environment.ts). */
+  proxyEnvironment: Readonly<Record<string, string>>;
+  fetchText(url: string, options: Omit<FetchOptions, 'clock'>): Promise<FetchResult>;
+  lockProbe: LockProbe;
+  clock: Clock;
+}
+
+export function realMachine(processes: Processes, clock: Clock): Machine {
+  return {
+    async readFile(file) {
+      try {
+        return await fs.readFile(file);
+      } catch (error) {
+        if (isNotFound(error)) return undefined;
+        throw error;
+      }
+    },
+    async writeFile(file, content, mode) {
+      await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o755 });
+      await writeFileAtomic(file, content, mode);
+    },
+    removeFile: (file) => fs.rm(file, { force: true }),
+    listDirectory: (folder) => fs.readdir(folder).catch(() => []),
+    processes,
+    proxyEnvironment: proxyEnvironment(process.env),
+    // Loaded only when the repository is really contacted: a converged enable never needs it.
+    fetchText: async (url, options) =>
+      (await import('../io/http.js')).fetchText(url, { ...options, clock }),
+    lockProbe: systemLockProbe,
+    clock,
+  };
+}

@@ -1,0 +1,390 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { after, before, describe, test } from 'node:test';
+import { HandlerFailure } from '../../src/failures.js';
+import type { FetchResult } from '../../src/io/http.js';
+import { emptyState, type HandlerState } from '../../src/lifecycle/state.js';
+import { parseOsRelease } from '../../src/linux/checks/os-release.js';
+import { converge, type InstallJob, removeInstallation } from '../../src/linux/installer.js';
+import { readInstallation } from '../../src/linux/journal.js';
+import type { Machine } from '../../src/linux/machine.js';
+import { KEY_FILE, WRITTEN_BY } from '../../src/linux/repository.js';
+import { parseLinuxSettings } from '../../src/linux/settings.js';
+import { fakeClock, memoryLog, temporaryFolder } from '../fakes.js';
+import { osReleaseFixture } from '../fixtures.js';
+
+/**
+ * The installer against a VM in memory: files in a map, a package database the fake apt-get,
+ * dpkg, rpm, dnf and zypper change, and the repository's keys served from a map. The same
+ * scenarios run on the real package managers in test/package/.
+ */
+
+let home: { dir: string; cleanup(): Promise<void> };
+let trustedArmored = '';
+let trustedFingerprint = '';
+let otherArmored = '';
+
+before(async () => {
+  home = await temporaryFolder();
+  const gpg = (args: string[]) =>
+    execFileSync('gpg', ['--homedir', home.dir, '--batch', '--quiet', ...args], {
+      stdio: ['pipe', 'pipe', 'ignore'],
+    }).toString('utf8');
+  for (const name of ['Mirror <mirror@example.test>', 'Stranger <stranger@example.test>']) {
+    gpg(['--passphrase', '', '--quick-gen-key', name, 'ed25519', 'sign', '1d']);
+  }
+  trustedArmored = gpg(['--armor', '--export', 'mirror@example.test']);
+  otherArmored = gpg(['--armor', '--export', 'stranger@example.test']);
+  trustedFingerprint =
+    gpg(['--with-colons', '--list-keys', 'mirror@example.test'])
+      .split('\n')
+      .find((line) => line.startsWith('fpr:'))
+      ?.split(':')[9] ?? '';
+});
+after(async () => home.cleanup());
+
+const BASE = 'http://mirror.example.test';
+const REGISTRATIONS = {
+  '/etc/ssh/sshd_config':
+    'Match User *@*\n    AuthorizedKeysCommand /usr/sbin/aad_certhandler %u %k\n',
+  '/etc/nsswitch.conf': 'passwd: files aad\ngroup: files aad\n',
+  '/etc/pam.d/common-auth': 'auth optional pam_aad.so\n',
+};
+
+interface FakeVm {
+  machine: Machine;
+  files: Map<string, Buffer>;
+  installed: Map<string, string>;
+  commands: string[];
+  fetched: string[];
+}
+
+function fakeVm(
+  options: {
+    files?: Record<string, string>;
+    installed?: Record<string, string>;
+    answers?: Record<string, { status: number; body?: string } | 'unreachable'>;
+    /** argv (joined) prefixes that fail. */
+    failing?: string[];
+    /** Whether installing aadsshlogin writes the registrations. */
+    registers?: boolean;
+  } = {},
+): FakeVm {
+  const files = new Map(
+    Object.entries(options.files ?? {}).map(([file, text]) => [file, Buffer.from(text)]),
+  );
+  const installed = new Map(Object.entries(options.installed ?? {}));
+  const commands: string[] = [];
+  const fetched: string[] = [];
+  const clock = fakeClock();
+  const install = (spec: string) => {
+    const [name = spec, version = '1.0.031070001'] = spec.split(/=|-(?=\d)/);
+    installed.set(name, version);
+    if (name === 'aadsshlogin' && options.registers !== false) {
+      for (const [file, text] of Object.entries(REGISTRATIONS)) files.set(file, Buffer.from(text));
+    }
+  };
+  const machine: Machine = {
+    readFile: async (file) => files.get(file),
+    writeFile: async (file, content) => {
+      files.set(file, Buffer.from(content));
+    },
+    removeFile: async (file) => {
+      files.delete(file);
+    },
+    listDirectory: async (folder) =>
+      [...files.keys()]
+        .filter((file) => file.startsWith(`${folder}/`))
+        .map((file) => file.slice(folder.length + 1)),
+    clock,
+    proxyEnvironment: {},
+    lockProbe: { readText: async () => '', identity: async () => undefined },
+    fetchText: async (url): Promise<FetchResult> => {
+      fetched.push(url);
+      const answer = options.answers?.[url];
+      if (answer === 'unreachable') return { ok: false, problem: `${url}: connect ECONNREFUSED` };
+      if (answer) return { ok: true, answer: { status: answer.status, body: answer.body ?? '' } };
+      if (url === `${BASE}/keys/microsoft.asc`) {
+        return { ok: true, answer: { status: 200, body: trustedArmored } };
+      }
+      if (url.endsWith('/repodata/repomd.xml') && url.includes('/rhel/')) {
+        return { ok: true, answer: { status: 200, body: '<repomd/>' } };
+      }
+      return { ok: true, answer: { status: 404, body: 'not found' } };
+    },
+    processes: {
+      async run(file, args) {
+        const line = [file, ...args].join(' ');
+        commands.push(line);
+        if (options.failing?.some((prefix) => line.startsWith(prefix))) {
+          return { exitCode: 100, stdout: '', stderr: `E: ${file} failed on purpose\n` };
+        }
+        const names = args.filter((arg) => !arg.startsWith('-'));
+        switch (file) {
+          case 'dpkg-query':
+            return {
+              exitCode: 0,
+              stdout: names
+                .filter((name) => installed.has(name))
+                .map((name) => `${name}\tinstall ok installed\t${installed.get(name)}\n`)
+                .join(''),
+              stderr: '',
+            };
+          case 'rpm':
+            if (args[0] === '-q' && args[1] === '--qf') {
+              return {
+                exitCode: 0,
+                stdout: args
+                  .slice(3)
+                  .map((name) =>
+                    installed.has(name)
+                      ? `${name}\t${installed.get(name)}-1\n`
+                      : `package ${name} is not installed\n`,
+                  )
+                  .join(''),
+                stderr: '',
+              };
+            }
+            if (args[0] === '-q')
+              return { exitCode: installed.has(args[1] ?? '') ? 0 : 1, stdout: '', stderr: '' };
+            if (args[0] === '--import') {
+              installed.set(`gpg-pubkey-${trustedFingerprint.slice(-8).toLowerCase()}`, 'key');
+            }
+            if (args[0] === '-e') installed.delete(args.at(-1) ?? '');
+            return { exitCode: 0, stdout: '', stderr: '' };
+          case 'apt-get':
+          case 'dnf':
+          case 'zypper':
+            if (args.includes('install')) {
+              for (const spec of names.slice(names.indexOf('install') + 1)) install(spec);
+            }
+            if (args.includes('remove')) {
+              for (const name of names.slice(names.indexOf('remove') + 1)) installed.delete(name);
+            }
+            return { exitCode: 0, stdout: '', stderr: '' };
+          case 'dpkg':
+            for (const name of names) installed.delete(name);
+            return { exitCode: 0, stdout: '', stderr: '' };
+          default:
+            return { exitCode: 0, stdout: '', stderr: '' };
+        }
+      },
+    },
+  };
+  return { machine, files, installed, commands, fetched };
+}
+
+async function job(
+  vm: FakeVm,
+  osName: string,
+  publicSettings: Record<string, unknown> = {},
+  start: HandlerState = emptyState(),
+): Promise<InstallJob & { state(): HandlerState; log: ReturnType<typeof memoryLog> }> {
+  let state = start;
+  const log = memoryLog();
+  return {
+    machine: vm.machine,
+    os: parseOsRelease(await osReleaseFixture(osName)),
+    architecture: 'x86_64',
+    settings: parseLinuxSettings({
+      repository: { baseUrl: BASE, keyFingerprints: [trustedFingerprint], ...publicSettings },
+    }).settings,
+    log,
+    signal: new AbortController().signal,
+    remainingMs: () => 250_000,
+    saveState: async (change) => {
+      state = change(state);
+      return state;
+    },
+    state: () => state,
+  };
+}
+
+const LIST = '/etc/apt/sources.list.d/microsoft-prod.list';
+const REPO = '/etc/yum.repos.d/microsoft-prod.repo';
+const installs = (vm: FakeVm) =>
+  vm.commands.filter((line) => / install | --purge | remove |addlock|versionlock/.test(line));
+
+async function failure(promise: Promise<unknown>): Promise<HandlerFailure> {
+  try {
+    await promise;
+  } catch (error) {
+    assert.ok(error instanceof HandlerFailure, String(error));
+    return error;
+  }
+  assert.fail('expected a failure');
+}
+
+describe('converge on Debian (apt)', () => {
+  test('a fresh VM: trusted key only, our source file, refresh, install, all recorded', async () => {
+    const vm = fakeVm();
+    const run = await job(vm, 'debian-12');
+    const result = await converge(run);
+    assert.match(vm.files.get(LIST)?.toString() ?? '', new RegExp(`^${WRITTEN_BY}`));
+    assert.match(
+      vm.files.get(LIST)?.toString() ?? '',
+      /deb \[arch=amd64 signed-by=\/usr\/share\/keyrings\/aadsshlogin-microsoft-prod.gpg\] http:\/\/mirror.example.test\/repos\/microsoft-debian-bookworm-prod bookworm main/,
+    );
+    assert.ok(vm.files.get(KEY_FILE.apt)?.length, 'the keyring is written');
+    assert.deepEqual(installs(vm).length, 1);
+    assert.equal(vm.installed.get('aadsshlogin'), '1.0.031070001');
+    const installation = readInstallation(run.state());
+    assert.deepEqual(installation.packages, ['aadsshlogin']);
+    assert.deepEqual(
+      installation.files?.map((file) => file.path),
+      [KEY_FILE.apt, LIST],
+    );
+    assert.deepEqual(run.state().journal, []);
+    assert.ok(result.steps.some((step) => step.name === 'Registrations'));
+    assert.ok(run.log.lines.some((line) => line.message.startsWith('Plan: ')));
+  });
+
+  test('a converged VM: one query, no network, nothing run', async () => {
+    const vm = fakeVm();
+    await converge(await job(vm, 'debian-12'));
+    vm.commands.length = 0;
+    vm.fetched.length = 0;
+    const again = await job(vm, 'debian-12');
+    const result = await converge(again);
+    assert.deepEqual(
+      vm.commands.map((line) => line.split(' ')[0]),
+      ['dpkg-query'],
+    );
+    assert.deepEqual(vm.fetched, []);
+    assert.match(result.summary, /nothing changed/);
+  });
+
+  test('a key with another fingerprint: 27, nothing written, nothing installed', async () => {
+    const vm = fakeVm({
+      answers: { [`${BASE}/keys/microsoft.asc`]: { status: 200, body: otherArmored } },
+    });
+    const error = await failure(converge(await job(vm, 'debian-12')));
+    assert.equal(error.code, 27);
+    assert.match(error.detail, /none of which is trusted/);
+    assert.equal(vm.files.size, 0);
+    assert.deepEqual(installs(vm), []);
+  });
+
+  test('the repository answering 500 (after retries) or unreachable: 20, nothing changed', async () => {
+    for (const answer of [{ status: 500 }, 'unreachable'] as const) {
+      const vm = fakeVm({ answers: { [`${BASE}/keys/microsoft.asc`]: answer } });
+      const error = await failure(converge(await job(vm, 'debian-12')));
+      assert.equal(error.code, 20);
+      assert.match(error.detail, /mirror\.example\.test\/keys\/microsoft\.asc/);
+      assert.equal(vm.files.size, 0);
+    }
+  });
+
+  test('the install failing: 28 with the tool message, and the source file and key removed again', async () => {
+    const vm = fakeVm({ failing: ['apt-get install'] });
+    const run = await job(vm, 'debian-12');
+    const error = await failure(converge(run));
+    assert.equal(error.code, 28);
+    assert.match(error.detail, /failed on purpose/);
+    assert.match(error.detail, /returned to how it was/);
+    assert.equal(vm.files.size, 0);
+    assert.deepEqual(run.state().journal, []);
+  });
+
+  test('a package that does not register PAM: 21 naming PAM, and the package purged again', async () => {
+    const vm = fakeVm({ registers: false, files: { '/etc/pam.d/common-auth': 'auth x\n' } });
+    const run = await job(vm, 'debian-12');
+    const error = await failure(converge(run));
+    assert.equal(error.code, 21);
+    assert.match(error.detail, /pam_aad/);
+    assert.ok(error.steps.some((step) => step.name === 'PamRegistration'));
+    assert.ok(vm.commands.includes('dpkg --purge aadsshlogin'));
+    assert.equal(vm.installed.has('aadsshlogin'), false);
+    assert.deepEqual([...vm.files.keys()], ['/etc/pam.d/common-auth']);
+  });
+
+  test('a repository file someone else wrote is used and never overwritten or removed', async () => {
+    const foreign =
+      'deb [signed-by=/usr/share/keyrings/microsoft-prod.gpg] https://packages.microsoft.com/repos/microsoft-debian-bookworm-prod bookworm main\n';
+    const vm = fakeVm({ files: { [LIST]: foreign } });
+    const run = await job(vm, 'debian-12');
+    await converge(run);
+    assert.equal(vm.files.get(LIST)?.toString(), foreign);
+    assert.deepEqual(vm.fetched, [], 'no keys fetched for a file that is not ours');
+    assert.ok(vm.installed.has('aadsshlogin'));
+    await removeInstallation(run);
+    assert.equal(vm.files.get(LIST)?.toString(), foreign);
+    assert.equal(vm.installed.has('aadsshlogin'), false);
+  });
+
+  test('a journal left by a killed run is undone first', async () => {
+    const vm = fakeVm({ installed: { aadsshlogin: '1.0.031070001' } });
+    vm.files.set(LIST, Buffer.from(`${WRITTEN_BY}\nold\n`));
+    const { sha256 } = await import('../../src/linux/journal.js');
+    const start: HandlerState = {
+      ...emptyState(),
+      journal: [
+        { kind: 'file', path: LIST, written: sha256(`${WRITTEN_BY}\nold\n`), previous: null },
+        { kind: 'packages', manager: 'apt', names: ['aadsshlogin'] },
+      ],
+    };
+    const run = await job(vm, 'debian-12', {}, start);
+    await converge(run);
+    assert.ok(vm.commands.indexOf('dpkg --purge aadsshlogin') >= 0, 'the half install is purged');
+    assert.ok(
+      vm.commands.indexOf('dpkg --purge aadsshlogin') <
+        vm.commands.findIndex((line) => line.startsWith('apt-get install')),
+    );
+    assert.ok(run.log.lines.some((line) => /stopped halfway/.test(line.message)));
+    assert.ok(vm.installed.has('aadsshlogin'));
+  });
+
+  test('with the SELinux policy installed, aadsshlogin-selinux comes first and its module is checked', async () => {
+    const vm = fakeVm({ installed: { 'selinux-policy-default': '2:2.2' } });
+    const run = await job(vm, 'debian-12');
+    // The fake semodule lists no module: the SELinux registration is missing.
+    const error = await failure(converge(run));
+    assert.ok(
+      vm.commands.some((line) => /apt-get install .* aadsshlogin-selinux aadsshlogin$/.test(line)),
+    );
+    assert.equal(error.code, 21);
+    assert.ok(error.steps.some((step) => step.name === 'SelinuxRegistration'));
+    const purges = vm.commands.filter((line) => line.startsWith('dpkg --purge'));
+    assert.deepEqual(purges, ['dpkg --purge aadsshlogin', 'dpkg --purge aadsshlogin-selinux']);
+  });
+});
+
+describe('converge on rpm families', () => {
+  test('AlmaLinux 9: its own folder answers 404, so rhel/9 is used; the key goes into rpm too', async () => {
+    const vm = fakeVm();
+    const run = await job(vm, 'almalinux-9.4');
+    await converge(run);
+    assert.ok(vm.fetched.includes(`${BASE}/almalinux/9/prod/repodata/repomd.xml`));
+    assert.match(
+      vm.files.get(REPO)?.toString() ?? '',
+      /baseurl=http:\/\/mirror.example.test\/rhel\/9\/prod\//,
+    );
+    assert.match(vm.files.get(KEY_FILE.rpm)?.toString() ?? '', /BEGIN PGP PUBLIC KEY BLOCK/);
+    assert.ok(vm.commands.includes(`rpm --import ${KEY_FILE.rpm}`));
+    assert.ok(vm.commands.some((line) => line.startsWith('dnf -q -y install aadsshlogin')));
+    const installation = readInstallation(run.state());
+    assert.deepEqual(installation.rpmKeys, [
+      `gpg-pubkey-${trustedFingerprint.slice(-8).toLowerCase()}`,
+    ]);
+    const message = await removeInstallation(run);
+    assert.match(message, /aadsshlogin/);
+    assert.equal(vm.files.has(REPO), false);
+    assert.equal(vm.files.has(KEY_FILE.rpm), false);
+    assert.ok(vm.commands.some((line) => line.startsWith('rpm -e --allmatches gpg-pubkey-')));
+  });
+
+  test('SLES 15.5: aadsshlogin=1.0.027980001 installed and locked; uninstall unlocks first', async () => {
+    const vm = fakeVm();
+    const run = await job(vm, 'sles-15.5');
+    await converge(run);
+    assert.ok(
+      vm.commands.includes('zypper -q -n install --oldpackage aadsshlogin=1.0.027980001'),
+      vm.commands.join('\n'),
+    );
+    assert.ok(vm.commands.includes('zypper -q -n addlock aadsshlogin'));
+    await removeInstallation(run);
+    const unlock = vm.commands.indexOf('zypper -q -n removelock aadsshlogin');
+    const remove = vm.commands.indexOf('zypper -q -n remove aadsshlogin');
+    assert.ok(unlock >= 0 && remove > unlock, vm.commands.join('\n'));
+  });
+});
