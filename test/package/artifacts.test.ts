@@ -9,7 +9,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
   AGENT_PATH,
-  AgentSandbox,
+  type AgentSandbox,
   ensureWaagent,
   extensionVersionOf,
   type HandlerInstance,
@@ -21,7 +21,7 @@ import {
   WINDOWS_HANDLER_NAME,
   zipEntries,
 } from './agent-driver.js';
-import { azureVm } from './world.js';
+import { type LinuxVm, linuxVm } from './vm.js';
 
 const version = extensionVersionOf();
 const QEMU = '/usr/bin/qemu-aarch64-static';
@@ -60,18 +60,25 @@ describe('the Linux zip', () => {
   let zip = '';
   let sandbox: AgentSandbox;
   let handler: HandlerInstance;
-  /** The commands run on an ordinary Azure VM: this machine's files and an IMDS with an identity. */
-  let vm: Awaited<ReturnType<typeof azureVm>>;
+  /**
+   * The commands run in a test VM (vm.ts: a Debian root with the repository stand-in and an IMDS
+   * with an identity), which also holds qemu and the aarch64 C library for the arm64 executable.
+   */
+  let vm: LinuxVm;
   before(async () => {
     zip = await requireZip(LINUX_HANDLER_NAME);
     await ensureWaagent();
-    vm = await azureVm();
-    sandbox = await AgentSandbox.create('artifacts', { launcher: vm.launcher });
+    vm = await linuxVm({
+      kind: 'debian',
+      label: 'artifacts',
+      binds: existsSync(AARCH64_ROOT) ? [AARCH64_ROOT] : [],
+    });
+    if (existsSync(QEMU)) await fs.copyFile(QEMU, vm.root.path(QEMU));
+    sandbox = vm.sandbox;
     handler = await sandbox.unpack(zip, version);
   });
   after(async () => {
     await vm?.close();
-    await sandbox?.cleanup();
   });
 
   test('holds exactly the manifest, the entry script and the two executables', async () => {
@@ -152,7 +159,7 @@ describe('the Linux zip', () => {
   });
 
   test('on x86-64 the entry script runs the x64 executable: install and enable succeed', async () => {
-    await handler.writeSettings(0, { publicSettings: {} });
+    await handler.writeSettings(0, { publicSettings: vm.publicSettings });
     for (const operation of ['install', 'enable'] as const) {
       const run = await handler.run(operation, { seq: 0 });
       assert.equal(run.exitCode, 0, `${operation}: ${run.stdout}${run.stderr}`);
@@ -173,12 +180,12 @@ describe('the Linux zip', () => {
     test('run directly with the agent environment, enable writes a success status', async (t) => {
       if (problem) return t.skip(problem);
       const arm = await sandbox.unpack(zip, `${version}-arm64`);
-      await arm.writeSettings(3, { publicSettings: {} });
+      await arm.writeSettings(3, { publicSettings: vm.publicSettings });
       const executable = path.join(arm.dir, EXECUTABLES.arm64);
       const run = await arm.run('enable', {
         seq: 3,
         launcher: (_argv, cwd) =>
-          vm.launcher([QEMU, '-L', AARCH64_ROOT, executable, 'enable'], cwd),
+          vm.world.wrap([QEMU, '-L', AARCH64_ROOT, executable, 'enable'], cwd),
       });
       assert.equal(run.exitCode, 0, `${run.stdout}${run.stderr}`);
       const status = await arm.agentStatus(3);
@@ -190,7 +197,7 @@ describe('the Linux zip', () => {
     test('on an aarch64 machine (uname -m says aarch64) the entry script picks it, and install succeeds', async (t) => {
       if (problem) return t.skip(problem);
       const arm = await sandbox.unpack(zip, `${version}-aarch64`);
-      await arm.writeSettings(4, { publicSettings: {} });
+      await arm.writeSettings(4, { publicSettings: vm.publicSettings });
       // This machine cannot exec aarch64 directly (no binfmt_misc here): the shipped executable
       // moves aside and a stand-in at its path hands it to qemu.
       const executable = path.join(arm.dir, EXECUTABLES.arm64);

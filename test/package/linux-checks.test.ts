@@ -15,7 +15,7 @@ import { before, describe, type TestContext, test } from 'node:test';
 import { osReleaseFixture } from '../fixtures.js';
 import {
   AGENT_PATH,
-  AgentSandbox,
+  type AgentSandbox,
   assertExit,
   type CommandRun,
   ensureWaagent,
@@ -26,6 +26,7 @@ import {
   requireZip,
   type ValidStatus,
 } from './agent-driver.js';
+import { withLinuxVm } from './vm.js';
 import {
   AZ_ENVIRONMENT_PATH,
   dpkgStatusWith,
@@ -106,20 +107,27 @@ interface Scenario {
   sandbox: AgentSandbox;
 }
 
-/** A sandbox with the zip unpacked and `config/0.settings` written, used in a world. */
+/** Ubuntu 22.04's repository in the stand-in, for the VMs whose os-release says Ubuntu 22.04. */
+const UBUNTU_REPOSITORY = { apt: [{ distro: 'ubuntu', codename: 'jammy' }] } as const;
+
+/**
+ * A test VM (vm.ts: a Debian root, chrooted, with the repository stand-in) changed by `options`,
+ * with the zip unpacked and `config/0.settings` pointing at the stand-in: a VM that passes the
+ * checks goes on to install for real, inside the VM.
+ */
 async function scenario(
   label: string,
   options: WorldOptions,
   body: (scenario: Scenario) => Promise<void>,
 ): Promise<void> {
-  const sandbox = await AgentSandbox.create(`checks-${label}`);
-  try {
-    const handler = await sandbox.unpack(zip, extensionVersionOf());
-    await handler.writeSettings(0, { publicSettings: {} });
-    await withWorld(options, (world) => body({ world, handler, sandbox }));
-  } finally {
-    await sandbox.cleanup();
-  }
+  await withLinuxVm(
+    { kind: 'debian', label: `checks-${label}`, ...options, repository: UBUNTU_REPOSITORY },
+    async (machine) => {
+      const handler = await machine.sandbox.unpack(zip, extensionVersionOf());
+      await handler.writeSettings(0, { publicSettings: machine.publicSettings });
+      await body({ world: machine.world, handler, sandbox: machine.sandbox });
+    },
+  );
 }
 
 function describeStatus(status: ValidStatus): string {
@@ -142,12 +150,12 @@ function check(status: ValidStatus, name: CheckName) {
   return entry;
 }
 
-/** One substatus entry per check, in the checks' order. */
+/** One substatus entry per check, in the checks' order, before the entries of the later steps. */
 function assertOneEntryPerCheck(status: ValidStatus): void {
   assert.deepEqual(
-    status.substatus.map((entry) => entry.name),
+    status.substatus.slice(0, CHECKS.length).map((entry) => entry.name),
     [...CHECKS],
-    `the substatus entries are one per check, in order:\n${describeStatus(status)}`,
+    `the substatus entries start with one per check, in order:\n${describeStatus(status)}`,
   );
 }
 
@@ -462,26 +470,30 @@ describe('AADSSHLoginForLinux checks, in the built zip', { concurrency: true }, 
 
   test('enable after a successful install repeats only the cheap checks: it succeeds with IMDS down, and fails with 24 once the VM has 512 MiB', async () => {
     const marker = newMarker('enable');
-    const sandbox = await AgentSandbox.create('checks-enable');
-    try {
-      const handler = await sandbox.unpack(zip, extensionVersionOf());
-      await handler.writeSettings(0, { publicSettings: {} });
-      await withWorld(vm(marker), async (world) => {
-        assertExit(await world.run(handler, 'install', { seq: 0 }), 0);
-      });
-      await withWorld(vm(marker, { imds: 'refused' }), async (world) => {
-        assertExit(await world.run(handler, 'enable', { seq: 0 }), 0);
-        await assertSucceeded(handler, 'Enable');
-      });
-      await withWorld(vm(marker, { meminfo: meminfo(SMALL_VM_KB) }), async (world) => {
-        const enable = await world.run(handler, 'enable', { seq: 0 });
-        const status = await assertFailed(handler, enable, 24, 'Memory');
-        assert.equal(status.operation, 'Enable');
-        assert.deepEqual(await world.imdsRequests(TOKEN_PATH), []);
-        assertCompleteFailure(status, 'Memory');
-      });
-    } finally {
-      await sandbox.cleanup();
-    }
+    // One VM root; each phase is a world of its own around it (another IMDS, less memory).
+    await withLinuxVm(
+      { kind: 'debian', label: 'checks-enable', ...vm(marker), repository: UBUNTU_REPOSITORY },
+      async (machine) => {
+        const handler = await machine.sandbox.unpack(zip, extensionVersionOf());
+        await handler.writeSettings(0, { publicSettings: machine.publicSettings });
+        assertExit(await machine.world.run(handler, 'install', { seq: 0 }), 0);
+        const around = (change: Partial<WorldOptions>): WorldOptions => ({
+          ...vm(marker, change),
+          root: machine.root.dir,
+          binds: [machine.sandbox.root],
+        });
+        await withWorld(around({ imds: 'refused' }), async (world) => {
+          assertExit(await world.run(handler, 'enable', { seq: 0 }), 0);
+          await assertSucceeded(handler, 'Enable');
+        });
+        await withWorld(around({ meminfo: meminfo(SMALL_VM_KB) }), async (world) => {
+          const enable = await world.run(handler, 'enable', { seq: 0 });
+          const status = await assertFailed(handler, enable, 24, 'Memory');
+          assert.equal(status.operation, 'Enable');
+          assert.deepEqual(await world.imdsRequests(TOKEN_PATH), []);
+          assertCompleteFailure(status, 'Memory');
+        });
+      },
+    );
   });
 });

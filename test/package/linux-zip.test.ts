@@ -35,12 +35,17 @@ import {
   WIRE_PROTOCOL_ADDRESS,
   watchStatus,
 } from './agent-driver.js';
+import { type LinuxVm, linuxVm } from './vm.js';
 import { azureVm } from './world.js';
 
 const versionA = extensionVersionOf();
 let zipA = '';
 
-/** Every command runs on an ordinary Azure VM: this machine's files and an IMDS with an identity. */
+/**
+ * Commands that fail before anything on the VM changes run on an ordinary Azure VM: this machine's
+ * files and an IMDS with an identity. Commands that install run in a test VM of their own (vm.ts:
+ * a Debian 12 root with the repository stand-in, reached through the public settings).
+ */
 let vm: Awaited<ReturnType<typeof azureVm>>;
 
 before(async () => {
@@ -50,6 +55,13 @@ before(async () => {
 });
 
 after(async () => vm?.close());
+
+/** dpkg's status of aadsshlogin in a test VM (empty when dpkg does not know it). */
+async function aadsshloginStatus(machine: LinuxVm): Promise<string> {
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's format syntax
+  const result = await machine.world.exec(['dpkg-query', '-W', '-f=${Status}', 'aadsshlogin']);
+  return result.exitCode === 0 ? result.stdout : '';
+}
 
 /** Log lines of one command of one version (the handler names both on every line). */
 function linesOf(
@@ -209,15 +221,17 @@ describe('the driver and the status judge are the real agent', () => {
 
 describe('first install, enable, re-enable and new settings', () => {
   let sandbox: AgentSandbox;
+  let machine!: LinuxVm;
   let handler: HandlerInstance;
   before(async () => {
-    sandbox = await AgentSandbox.create('lifecycle', { launcher: vm.launcher });
+    machine = await linuxVm({ kind: 'debian', label: 'lifecycle' });
+    sandbox = machine.sandbox;
     handler = await unpackA(sandbox);
   });
-  after(async () => sandbox.cleanup());
+  after(async () => machine?.close());
 
   test('install then enable for sequence number 0 both succeed and say so in status, state and log', async () => {
-    await handler.writeSettings(0, { publicSettings: {} });
+    await handler.writeSettings(0, { publicSettings: machine.publicSettings });
     const install = await handler.run('install', { seq: 0 });
     assertExit(install, 0);
     const installStatus = await handler.agentStatus(0);
@@ -289,7 +303,7 @@ describe('first install, enable, re-enable and new settings', () => {
   test('new public settings (sequence number 1) with a repository mirror are accepted; unknown keys only warn', async () => {
     await handler.writeSettings(1, {
       publicSettings: {
-        repository: { baseUrl: 'https://mirror.example.com/' },
+        repository: { ...machine.publicSettings.repository, baseUrl: `${machine.server.url}/` },
         someFutureSetting: true,
       },
     });
@@ -297,7 +311,7 @@ describe('first install, enable, re-enable and new settings', () => {
     assertExit(enable, 0);
     const status = await handler.agentStatus(1);
     assert.equal(status.status, 'success');
-    assert.match(status.message, /https:\/\/mirror\.example\.com/);
+    assert.ok(status.message.includes(machine.server.url), status.message);
     const lines = await sandbox.readLog();
     assertLogged(lines, 'enable', 1, versionA, [
       /^Enable started /,
@@ -341,21 +355,23 @@ describe('update between two built versions, in the agent order', () => {
   let zipB = '';
   let versionB = '';
   let sandbox: AgentSandbox;
+  let machine!: LinuxVm;
   before(async () => {
     copyRoot = await buildCopyWithVersion(nextRevision(npmVersionOf()));
     versionB = extensionVersionOf(copyRoot);
     zipB = await requireZip(LINUX_HANDLER_NAME, copyRoot);
-    sandbox = await AgentSandbox.create('update', { launcher: vm.launcher });
+    machine = await linuxVm({ kind: 'debian', label: 'update' });
+    sandbox = machine.sandbox;
   });
   after(async () => {
-    await sandbox?.cleanup();
+    await machine?.close();
     if (copyRoot) await fs.rm(copyRoot, { recursive: true, force: true });
   });
 
   test('A.disable → B.update → A.uninstall → B.install → B.enable all succeed and B owns the installation', async () => {
     assert.notEqual(versionB, versionA);
     const a = await unpackA(sandbox);
-    await a.writeSettings(0, { publicSettings: {} });
+    await a.writeSettings(0, { publicSettings: machine.publicSettings });
     assertExit(await a.run('install', { seq: 0 }), 0);
     assertExit(await a.run('enable', { seq: 0 }), 0);
     assert.equal((await sandbox.readState())?.owner, versionA);
@@ -363,9 +379,7 @@ describe('update between two built versions, in the agent order', () => {
     // The goal state asks for B with sequence number 1: B is set up with its settings; A's
     // config has no 1.settings, yet A's disable and uninstall run with ConfigSequenceNumber=1.
     const b = await sandbox.unpack(zipB, versionB);
-    await b.writeSettings(1, {
-      publicSettings: { repository: { baseUrl: 'https://mirror.example.com' } },
-    });
+    await b.writeSettings(1, { publicSettings: machine.publicSettings });
     await assert.rejects(fs.stat(path.join(a.configFolder, '1.settings')));
 
     let oldUninstall: Awaited<ReturnType<HandlerInstance['agentStatus']>> | undefined;
@@ -406,7 +420,8 @@ describe('update between two built versions, in the agent order', () => {
     const status = await b.agentStatus(1);
     assert.equal(status.status, 'success');
     assert.equal(status.operation, 'Enable');
-    assert.match(status.message, /mirror\.example\.com/);
+    assert.match(status.message, /already installed/, 'the packages stayed installed throughout');
+    assert.match(await aadsshloginStatus(machine), /^install ok installed/);
     assert.equal((await b.agentStatus(0)).status, 'success', "A's status files were copied to B");
 
     const state = await sandbox.readState();
@@ -434,19 +449,22 @@ describe('update between two built versions, in the agent order', () => {
     const removal = await agentUninstall(b, 1);
     for (const run of removal) assertExit(run, 0);
     assert.equal((await sandbox.readState())?.owner, null);
+    assert.equal(await aadsshloginStatus(machine), '', 'purged by the owner');
   });
 });
 
 describe('uninstall', () => {
   let sandbox: AgentSandbox;
+  let machine!: LinuxVm;
   before(async () => {
-    sandbox = await AgentSandbox.create('uninstall', { launcher: vm.launcher });
+    machine = await linuxVm({ kind: 'debian', label: 'uninstall' });
+    sandbox = machine.sandbox;
   });
-  after(async () => sandbox.cleanup());
+  after(async () => machine?.close());
 
   test('disable then uninstall succeed, the agent removes the folder, and nobody owns the installation', async () => {
     const handler = await unpackA(sandbox);
-    await handler.writeSettings(0, { publicSettings: {} });
+    await handler.writeSettings(0, { publicSettings: machine.publicSettings });
     assertExit(await handler.run('install', { seq: 0 }), 0);
     assertExit(await handler.run('enable', { seq: 0 }), 0);
     const statuses: string[] = [];
@@ -473,40 +491,49 @@ describe('uninstall', () => {
 
 describe('no settings', () => {
   let sandbox: AgentSandbox;
+  let machine!: LinuxVm;
   before(async () => {
-    sandbox = await AgentSandbox.create('nosettings', { launcher: vm.launcher });
+    machine = await linuxVm({ kind: 'debian', label: 'nosettings' });
+    sandbox = machine.sandbox;
   });
-  after(async () => sandbox.cleanup());
+  after(async () => machine?.close());
 
-  test('an empty 0.settings with ConfigSequenceNumber=0: install and enable succeed', async () => {
+  test('an empty 0.settings with ConfigSequenceNumber=0: the defaults apply, so install goes to packages.microsoft.com', async () => {
     const handler = await unpackA(sandbox);
     await handler.writeNoSettings();
     assert.equal((await fs.stat(path.join(handler.configFolder, '0.settings'))).size, 0);
     const install = await handler.run('install', { seq: null });
     assert.equal(install.env.ConfigSequenceNumber, '0');
-    assertExit(install, 0);
-    assertExit(await handler.run('enable', { seq: null }), 0);
+    // The test VM cannot reach packages.microsoft.com: the default repository is what it tried.
+    assertExit(install, 20);
+    assert.match(install.stdout, /https:\/\/packages\.microsoft\.com\/keys\/microsoft\.asc/);
     // The agent reads no status for a handler without settings, but what is there must be valid.
     const status = await handler.agentStatus(0);
-    assert.equal(status.status, 'success');
-    assert.equal((await sandbox.readState())?.owner, versionA);
+    assert.equal(status.status, 'error');
+    assert.equal(status.code, 20);
+    assert.equal(
+      await machine.root.readFile('/etc/apt/sources.list.d/microsoft-prod.list'),
+      undefined,
+    );
   });
 });
 
 describe('protected settings', () => {
   const secret = 's3cr3t-value-123';
   let sandbox: AgentSandbox;
+  let machine!: LinuxVm;
   let handler: HandlerInstance;
   let certificates = '';
   const runs: CommandRun[] = [];
 
   before(async () => {
-    sandbox = await AgentSandbox.create('protected', { launcher: vm.launcher });
+    machine = await linuxVm({ kind: 'debian', label: 'protected' });
+    sandbox = machine.sandbox;
     certificates = await fs.mkdtemp(path.join(os.tmpdir(), 'aad-handler-certs-'));
     handler = await unpackA(sandbox);
   });
   after(async () => {
-    await sandbox.cleanup();
+    await machine?.close();
     await fs.rm(certificates, { recursive: true, force: true });
   });
 
@@ -515,7 +542,7 @@ describe('protected settings', () => {
       store: true,
     });
     await handler.writeSettings(0, {
-      publicSettings: {},
+      publicSettings: machine.publicSettings,
       protectedSettings: await encryptSettings(crt, JSON.stringify({ secret })),
       protectedSettingsCertThumbprint: thumbprint,
     });
@@ -532,7 +559,7 @@ describe('protected settings', () => {
 
   test('a thumbprint whose certificate is not there fails with 61', async () => {
     await handler.writeSettings(1, {
-      publicSettings: {},
+      publicSettings: machine.publicSettings,
       protectedSettings:
         (await fs.readFile(path.join(handler.configFolder, '0.settings'), 'utf8')).match(
           /"protectedSettings": "([^"]+)"/,
@@ -552,7 +579,7 @@ describe('protected settings', () => {
     const stored = await makeTestCertificate(sandbox, certificates, 'stored', { store: true });
     const other = await makeTestCertificate(sandbox, certificates, 'other', { store: false });
     await handler.writeSettings(2, {
-      publicSettings: {},
+      publicSettings: machine.publicSettings,
       protectedSettings: await encryptSettings(other.crt, JSON.stringify({ secret })),
       protectedSettingsCertThumbprint: stored.thumbprint,
     });
@@ -609,14 +636,16 @@ describe('a malformed HandlerEnvironment.json', () => {
 
 describe('two enables at the same moment', () => {
   let sandbox: AgentSandbox;
+  let machine!: LinuxVm;
   before(async () => {
-    sandbox = await AgentSandbox.create('concurrent', { launcher: vm.launcher });
+    machine = await linuxVm({ kind: 'debian', label: 'concurrent' });
+    sandbox = machine.sandbox;
   });
-  after(async () => sandbox.cleanup());
+  after(async () => machine?.close());
 
   test("both succeed, one after the other (the lock), and neither loses the other's state", async (t) => {
     const handler = await unpackA(sandbox);
-    await handler.writeSettings(0, { publicSettings: {} });
+    await handler.writeSettings(0, { publicSettings: machine.publicSettings });
     assertExit(await handler.run('install', { seq: 0 }), 0);
     const [first, second] = await Promise.all([
       handler.run('enable', { seq: 0 }),
@@ -654,15 +683,17 @@ describe('two enables at the same moment', () => {
   test('an enable that starts while another holds the lock waits for it, then succeeds', async () => {
     // The first enable decrypts protected settings inside the lock with an `openssl` that
     // signals, then sleeps: the second enable starts exactly while the first holds the lock.
-    const lockSandbox = await AgentSandbox.create('lockwait', { launcher: vm.launcher });
     const work = await fs.mkdtemp(path.join(os.tmpdir(), 'aad-handler-lockwait-'));
+    // The slow openssl is in `work`, shown inside the VM at the same path.
+    const lockVm = await linuxVm({ kind: 'debian', label: 'lockwait', binds: [work] });
+    const lockSandbox = lockVm.sandbox;
     try {
       const handler = await unpackA(lockSandbox);
       const { thumbprint, crt } = await makeTestCertificate(lockSandbox, work, 'lock', {
         store: true,
       });
       await handler.writeSettings(0, {
-        publicSettings: {},
+        publicSettings: lockVm.publicSettings,
         protectedSettings: await encryptSettings(crt, JSON.stringify({ value: 'lock-test-1' })),
         protectedSettingsCertThumbprint: thumbprint,
       });
@@ -712,7 +743,7 @@ describe('two enables at the same moment', () => {
         'the waiting enable went on only after the first finished',
       );
     } finally {
-      await lockSandbox.cleanup();
+      await lockVm.close();
       await fs.rm(work, { recursive: true, force: true });
     }
   });

@@ -18,9 +18,10 @@
  * written (each tool gets GNUPGHOME / HOME of its own). Nothing here changes `process.env` or the
  * working directory.
  *
- * Run inside a world (world.ts): `serveRepository(root, { launcher: world.wrap })` starts this file
- * as a server process in the world's namespaces (`node --import tsx repos.ts serve <config>`),
- * listening on an address of the world's loopback; the records and faults work the same way.
+ * Run inside a world (world.ts): `serveRepository(root, { launcher: world.wrapOutside })` starts
+ * this file as a server process in the world's namespaces (`node --import tsx repos.ts serve
+ * <config>`), listening on an address of the world's loopback; the records and faults work the
+ * same way. (`world.wrap` would chroot it into the world's root, where there is no node.)
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { appendFileSync, promises as fs, readFileSync, rmSync } from 'node:fs';
@@ -947,8 +948,8 @@ export interface ServeOptions {
   port?: number;
   faults?: readonly RepoFault[];
   /**
-   * Run the server as its own process, started through this argv wrapper, e.g. `world.wrap` to
-   * serve inside a world's network namespace (the address is then one of the world's).
+   * Run the server as its own process, started through this argv wrapper, e.g. `world.wrapOutside`
+   * to serve inside a world's network namespace (the address is then one of the world's).
    */
   launcher?: Launcher;
 }

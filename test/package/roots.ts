@@ -15,6 +15,12 @@
  *   database at <root>/var/lib/rpm, its own dnf.conf, and a HOME whose .rpmmacros pins the database
  *   path (Debian's rpm would otherwise use ~/.rpmdb), so that no tool reads or writes the
  *   machine's or the user's rpm/dnf/zypper state.
+ * - {@link vmRoot}: a fresh copy of the root of a test VM, for the handler to change as it changes
+ *   a VM (see vm.ts, which runs it chrooted in a world): `debian` (the debootstrap root with what
+ *   the handler runs beyond minbase) or `rpm` (that root with Debian's dnf, zypper, rpm and gpg,
+ *   set up as on RHEL and SUSE), each cached in testCacheDir()/vm-<kind>-bookworm-v1 and built on
+ *   first use by the root's own apt from deb.debian.org (5 to 25 s each, measured; copied in
+ *   0.2 to 8 s depending on the machine's load: 90 and 280 MB).
  *
  * Nothing here changes `process.env` or the working directory.
  */
@@ -36,7 +42,10 @@ export interface RootRunOptions {
   input?: string;
   /** Default 300 s. */
   timeoutMs?: number;
-  /** Start the command through this wrapper, e.g. `world.wrap` to run it inside a world. */
+  /**
+   * Start the command through this wrapper, e.g. `world.wrap` to run it inside a world
+   * (`world.wrapOutside` for a world with a root: this command chroots by itself).
+   */
   launcher?: Launcher;
 }
 
@@ -193,8 +202,41 @@ const exists = (file: string) =>
 
 async function buildDebootstrapCache(): Promise<string> {
   const cache = debootstrapCacheDir();
-  const complete = () => exists(path.join(cache, 'usr', 'bin', 'apt-get'));
-  if (await complete()) return cache;
+  return buildCache(cache, ['usr/bin/apt-get'], async (partial) => {
+    const result = await runTool(
+      'debootstrap',
+      ['--variant=minbase', DEBIAN_SUITE, partial, DEBIAN_MIRROR],
+      { env: { PATH: AGENT_PATH, LANG: 'C' }, timeoutMs: 15 * 60_000 },
+    );
+    if (result.exitCode !== 0) {
+      const log = await fs
+        .readFile(path.join(partial, 'debootstrap', 'debootstrap.log'), 'utf8')
+        .catch(() => '');
+      throw new Error(
+        `debootstrap --variant=minbase ${DEBIAN_SUITE} failed (exit ${result.exitCode}); it needs the Debian package debootstrap and ${DEBIAN_MIRROR}:\n${result.stderr}\n${log.slice(-4000)}`,
+      );
+    }
+    await dropAptDownloads(partial);
+    await slim(partial);
+  });
+}
+
+/**
+ * Builds a cache folder once: `fill` makes it in a temporary folder beside it, which is renamed
+ * into place when complete, so nobody ever sees half of it. Test processes that start together
+ * share one build through a lock folder (`<cache>.lock`); a lock left by a dead process is taken
+ * over after 15 minutes. `complete` names files (relative to the cache) that a finished cache has.
+ */
+async function buildCache(
+  cache: string,
+  complete: readonly string[],
+  fill: (partial: string) => Promise<void>,
+): Promise<string> {
+  const isComplete = async () => {
+    for (const file of complete) if (!(await exists(path.join(cache, file)))) return false;
+    return true;
+  };
+  if (await isComplete()) return cache;
   await fs.mkdir(path.dirname(cache), { recursive: true });
   const lock = `${cache}.lock`;
   const deadline = Date.now() + 20 * 60_000;
@@ -206,7 +248,7 @@ async function buildDebootstrapCache(): Promise<string> {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     }
     // Another process is building it: wait for it, or take over a lock left by a dead one.
-    if (await complete()) return cache;
+    if (await isComplete()) return cache;
     const stat = await fs.stat(lock).catch(() => undefined);
     if (stat && Date.now() - stat.mtimeMs > 15 * 60_000) {
       await fs.rm(lock, { recursive: true, force: true });
@@ -216,33 +258,10 @@ async function buildDebootstrapCache(): Promise<string> {
     await new Promise((resolve) => setTimeout(resolve, 2000));
   }
   try {
-    if (await complete()) return cache;
+    if (await isComplete()) return cache;
     const partial = await fs.mkdtemp(`${cache}.partial-`);
     try {
-      const result = await runTool(
-        'debootstrap',
-        ['--variant=minbase', DEBIAN_SUITE, partial, DEBIAN_MIRROR],
-        { env: { PATH: AGENT_PATH, LANG: 'C' }, timeoutMs: 15 * 60_000 },
-      );
-      if (result.exitCode !== 0) {
-        const log = await fs
-          .readFile(path.join(partial, 'debootstrap', 'debootstrap.log'), 'utf8')
-          .catch(() => '');
-        throw new Error(
-          `debootstrap --variant=minbase ${DEBIAN_SUITE} failed (exit ${result.exitCode}); it needs the Debian package debootstrap and ${DEBIAN_MIRROR}:\n${result.stderr}\n${log.slice(-4000)}`,
-        );
-      }
-      // What apt downloaded to build it: not needed, and it makes every copy slower.
-      for (const dir of ['var/cache/apt/archives', 'var/lib/apt/lists']) {
-        for (const entry of await fs.readdir(path.join(partial, dir))) {
-          if (entry !== 'partial' && entry !== 'lock') {
-            await fs.rm(path.join(partial, dir, entry), { recursive: true, force: true });
-          }
-        }
-      }
-      await fs.rm(path.join(partial, 'var/cache/apt/pkgcache.bin'), { force: true });
-      await fs.rm(path.join(partial, 'var/cache/apt/srcpkgcache.bin'), { force: true });
-      await slim(partial);
+      await fill(partial);
       await fs.rename(partial, cache);
     } catch (error) {
       await fs.rm(partial, { recursive: true, force: true });
@@ -252,6 +271,19 @@ async function buildDebootstrapCache(): Promise<string> {
   } finally {
     await fs.rm(lock, { recursive: true, force: true });
   }
+}
+
+/** What apt downloaded (archives, lists, its caches): not needed, and it makes every copy slower. */
+async function dropAptDownloads(root: string): Promise<void> {
+  for (const dir of ['var/cache/apt/archives', 'var/lib/apt/lists']) {
+    for (const entry of await fs.readdir(path.join(root, dir))) {
+      if (entry !== 'partial' && entry !== 'lock') {
+        await fs.rm(path.join(root, dir, entry), { recursive: true, force: true });
+      }
+    }
+  }
+  await fs.rm(path.join(root, 'var/cache/apt/pkgcache.bin'), { force: true });
+  await fs.rm(path.join(root, 'var/cache/apt/srcpkgcache.bin'), { force: true });
 }
 
 /**
@@ -293,8 +325,12 @@ async function slim(root: string): Promise<void> {
 
 /** A fresh copy of the cached Debian 12 root, in a new temporary folder. */
 export async function debianRoot(): Promise<DebianRoot> {
-  const cache = await ensureDebootstrapCache();
-  const base = await fs.mkdtemp(path.join(os.tmpdir(), 'aad-debian-root-'));
+  return copyOfRoot(await ensureDebootstrapCache(), 'aad-debian-root-');
+}
+
+/** `cp -a` of a cached root into `<new temporary folder>/root`, with the DebianRoot helpers. */
+async function copyOfRoot(cache: string, prefix: string): Promise<DebianRoot> {
+  const base = await fs.mkdtemp(path.join(os.tmpdir(), prefix));
   const dir = path.join(base, 'root');
   const copy = await runTool('cp', ['-a', '--reflink=auto', cache, dir], {
     env: { PATH: AGENT_PATH, LANG: 'C' },
@@ -329,6 +365,149 @@ export async function debianRoot(): Promise<DebianRoot> {
       };
     },
   };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The roots of test VMs (run chrooted in a world, see world.ts and vm.ts)
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * - `debian`: a Debian 12 VM (minbase, and what the handler runs beyond it);
+ * - `rpm`: a VM of the rpm family (RHEL and its rebuilds, SLES, openSUSE): Debian 12 underneath,
+ *   with dnf, zypper and rpm set up as on those systems; the test gives it the os-release.
+ */
+export type VmKind = 'debian' | 'rpm';
+
+/**
+ * What the handler runs beyond minbase (which has uname, /bin/sh, dpkg-query, apt-get, apt-mark
+ * and flock): openssl decrypts the protected settings.
+ */
+const DEBIAN_VM_PACKAGES = ['openssl'];
+/** The rpm family's tools as Debian packages them; gpg is what rpm, dnf and zypper verify with. */
+const RPM_VM_PACKAGES = ['dnf', 'zypper', 'rpm', 'gpg'];
+
+export interface VmRoot extends DebianRoot {
+  readonly kind: VmKind;
+}
+
+/** Where the root of a kind of VM is cached (outside the repository). */
+export function vmRootCacheDir(kind: VmKind): string {
+  // -v1: how the root is made; change the number when that changes, and it is built again.
+  return path.join(testCacheDir(), `vm-${kind}-${DEBIAN_SUITE}-v1`);
+}
+
+/** Files a finished cache has (it is renamed into place when complete: this is a sanity check). */
+const VM_ROOT_COMPLETE: Readonly<Record<VmKind, readonly string[]>> = {
+  debian: ['usr/bin/openssl'],
+  rpm: ['usr/bin/dnf', 'usr/bin/zypper', 'etc/rpm/macros', 'var/lib/rpm'],
+};
+
+const vmRootPromises = new Map<VmKind, Promise<string>>();
+
+/**
+ * The cached root of a kind of VM, made on first use (see {@link buildVmRoot}); shared by
+ * concurrent test processes like the debootstrap cache. Delete the folder to rebuild it.
+ */
+export function ensureVmRootCache(kind: VmKind): Promise<string> {
+  let promise = vmRootPromises.get(kind);
+  if (!promise) {
+    promise = buildVmRoot(kind);
+    vmRootPromises.set(kind, promise);
+    promise.catch(() => vmRootPromises.delete(kind));
+  }
+  return promise;
+}
+
+/** A fresh copy of the cached root of a kind of VM, in a new temporary folder. */
+export async function vmRoot(kind: VmKind): Promise<VmRoot> {
+  const root = await copyOfRoot(await ensureVmRootCache(kind), `aad-vm-${kind}-root-`);
+  return { ...root, kind };
+}
+
+/**
+ * debian: a copy of the debootstrap cache with {@link DEBIAN_VM_PACKAGES} installed by its own
+ * apt, chrooted, from deb.debian.org (its sources.list) on the machine's network, and /etc/os-release
+ * a file; rpm: a copy of that with {@link RPM_VM_PACKAGES} and {@link makeRpmFamily}.
+ */
+async function buildVmRoot(kind: VmKind): Promise<string> {
+  const from =
+    kind === 'debian' ? await ensureDebootstrapCache() : await ensureVmRootCache('debian');
+  return buildCache(vmRootCacheDir(kind), VM_ROOT_COMPLETE[kind], async (partial) => {
+    const copy = await runTool('cp', ['-a', '--reflink=auto', `${from}/.`, partial], {
+      env: { PATH: AGENT_PATH, LANG: 'C' },
+      timeoutMs: 300_000,
+    });
+    if (copy.exitCode !== 0) throw new Error(`cp -a ${from}/. ${partial} failed: ${copy.stderr}`);
+    // A VM's / is 0755 (mkdtemp made 0700): apt's _apt user, and any other, must get through.
+    await fs.chmod(partial, 0o755);
+    await aptInstall(partial, kind === 'debian' ? DEBIAN_VM_PACKAGES : RPM_VM_PACKAGES);
+    if (kind === 'debian') {
+      // Debian's /etc/os-release is a link to ../usr/lib/os-release. As a file, a world's
+      // osRelease binds over it; over a link it would need an overlay on /etc, which would keep
+      // everything the handler and the package managers write in /etc out of the test's sight.
+      const text = await fs.readFile(path.join(partial, 'usr/lib/os-release'), 'utf8');
+      await fs.rm(path.join(partial, 'etc/os-release'));
+      await fs.writeFile(path.join(partial, 'etc/os-release'), text, { mode: 0o644 });
+    } else {
+      await makeRpmFamily(partial);
+    }
+  });
+}
+
+/** `apt-get update` and `apt-get install --no-install-recommends` inside the root, then cleans up. */
+async function aptInstall(root: string, packages: readonly string[]): Promise<void> {
+  const timeoutMs = 15 * 60_000;
+  assertOk(
+    await runIn(root, ['apt-get', '-q', 'update'], { timeoutMs }),
+    `apt-get update in ${root}`,
+  );
+  assertOk(
+    await runIn(root, ['apt-get', '-q', '-y', 'install', '--no-install-recommends', ...packages], {
+      timeoutMs,
+    }),
+    `apt-get install ${packages.join(' ')} in ${root}`,
+  );
+  assertOk(await runIn(root, ['apt-get', 'clean']), `apt-get clean in ${root}`);
+  await dropAptDownloads(root);
+}
+
+/**
+ * rpm's macros as RHEL and SUSE have them: the database in /var/lib/rpm (Debian's rpm keeps it in
+ * ~/.rpmdb, the invoking user's), for rpm, dnf (python3-rpm) and zypper (librpm) alike.
+ */
+const RPM_MACROS = `# aad-handler tests: the rpm database where RHEL and SUSE keep it (Debian's rpm: ~/.rpmdb)
+%_dbpath /var/lib/rpm
+`;
+
+/**
+ * What makes the Debian root with the rpm tools behave like a RHEL or SUSE system: rpm's database
+ * in /var/lib/rpm, RHEL 9's dnf.conf, the folders the handler writes into (/etc/yum.repos.d,
+ * /etc/zypp/repos.d, /etc/pki/rpm-gpg), a releasever for dnf (a real system's release package
+ * provides it; a world can bind its own over /etc/dnf/vars/releasever), and one placeholder
+ * package in the rpm database (see rpmRoot: zypper fails on an empty one).
+ */
+async function makeRpmFamily(root: string): Promise<void> {
+  const at = (file: string) => path.join(root, file);
+  await fs.mkdir(at('etc/rpm'), { recursive: true });
+  await fs.writeFile(at('etc/rpm/macros'), RPM_MACROS);
+  for (const dir of [
+    'etc/yum.repos.d',
+    'etc/zypp/repos.d',
+    'etc/pki/rpm-gpg',
+    'etc/dnf/vars',
+    'var/lib/rpm',
+  ]) {
+    await fs.mkdir(at(dir), { recursive: true, mode: 0o755 });
+  }
+  await fs.writeFile(at('etc/dnf/dnf.conf'), DNF_CONF);
+  await fs.writeFile(at('etc/dnf/vars/releasever'), '9\n');
+  const placeholder = await buildRpm({ name: 'aad-test-root', version: '1' });
+  await fs.copyFile(placeholder, at('tmp/aad-test-root.rpm'));
+  assertOk(
+    await runIn(root, ['rpm', '--install', '--nosignature', '/tmp/aad-test-root.rpm']),
+    'rpm --install aad-test-root',
+  );
+  await fs.rm(at('tmp/aad-test-root.rpm'));
 }
 
 // ---------------------------------------------------------------------------------------------

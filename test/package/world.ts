@@ -11,9 +11,17 @@
  *   tunnels, forwarded inside the namespace), to prove what went through a proxy and what did not.
  *
  * One process, world-keeper.ts, makes the namespaces (it is started by `unshare`), sets them up and
- * runs both servers; commands enter its namespaces with `nsenter`. Closing the world ends that
- * process, and with the last process inside them the namespaces, their mounts and addresses
- * vanish. Nothing on the machine changes; nothing here touches `process.env` or the cwd.
+ * runs both servers; commands enter its namespaces with `nsenter`. Closing the world ends every
+ * process still inside it and then that one, and with the last process inside them the
+ * namespaces, their mounts and addresses vanish. Nothing on the machine changes; nothing here
+ * touches `process.env` or the cwd.
+ *
+ * With `root` (a throwaway root folder standing for the VM, e.g. from roots.ts `vmRoot`), commands
+ * run chrooted into it, in the same namespaces: the world mounts a fresh proc on <root>/proc (of
+ * the machine's pid namespace, so /proc/locks and /proc/<pid>/comm show every process, as on a
+ * VM), /dev on <root>/dev (with a /dev/shm of its own) and each of `binds` (e.g. the agent
+ * sandbox, whose HandlerEnvironment.json names host paths) at the same path inside, and the file
+ * options apply to the root's files. All of it is mounted in the world's mount namespace only.
  *
  *   await withWorld({ osRelease: UBUNTU_2204, meminfo: meminfo(944_000), imds: { [TOKEN_PATH]: [imdsToken('m')] } },
  *     async (world) => {
@@ -223,6 +231,20 @@ export interface WorldOptions {
   imds?: ImdsScript | 'refused';
   /** Start the recording forward proxy. */
   proxy?: boolean;
+  /**
+   * A root folder on the machine that commands run chrooted into (see the file comment); the
+   * options above then name paths inside it. Files that exist in the root are replaced by bind
+   * mounts, so writes elsewhere in their folder land in the root, where the test can read them.
+   * Files created, made absent or changing type need an overlay on their folder: what is written
+   * below that folder then stays in the world (write such files into the root instead).
+   */
+  root?: string;
+  /**
+   * Folders of the machine shown at the same absolute path inside `root` (created there when
+   * missing): the agent sandbox, whose files name host paths. File options must not point below
+   * them.
+   */
+  binds?: readonly string[];
 }
 
 /** A request the mock IMDS or the proxy received. */
@@ -256,14 +278,25 @@ export interface World {
   readonly proxyUrl: string | undefined;
   /** http_proxy, https_proxy, HTTP_PROXY, HTTPS_PROXY set to the proxy (no no_proxy). */
   proxyEnvironment(): Record<string, string>;
-  /** The argv that runs `argv` inside the world, in directory `cwd`. */
+  /** The root commands run chrooted into, when the world has one. */
+  readonly root: string | undefined;
+  /** The argv that runs `argv` inside the world (chrooted into `root` when it has one), in `cwd`. */
   wrap(argv: readonly string[], cwd: string): string[];
+  /**
+   * The argv that runs `argv` in the world's namespaces without the chroot: for helpers of the
+   * machine (e.g. `serveRepository(dir, { launcher: world.wrapOutside })`) that must be reachable
+   * on the world's network. The same as `wrap` for a world without a root.
+   */
+  wrapOutside(argv: readonly string[], cwd: string): string[];
   /** Runs a handler command inside the world, exactly as the driver's `run` does outside it. */
   run(handler: HandlerInstance, operation: Operation, options: RunOptions): Promise<CommandRun>;
-  /** Runs any program inside the world (cwd /, PATH the agent's, LANG=C unless `env` says). */
+  /**
+   * Runs any program inside the world, chrooted into the root when there is one (cwd /, PATH the
+   * agent's, LANG=C unless `env` says).
+   */
   exec(
     argv: readonly string[],
-    options?: { env?: Record<string, string>; input?: string },
+    options?: { env?: Record<string, string>; input?: string; timeoutMs?: number },
   ): Promise<{ stdout: string; stderr: string; exitCode: number }>;
   /** Requests to the mock IMDS so far, optionally only those to one path. */
   imdsRequests(pathname?: string): Promise<RecordedRequest[]>;
@@ -289,6 +322,10 @@ export async function withWorld<T>(
 }
 
 export async function createWorld(options: WorldOptions): Promise<World> {
+  const root = options.root === undefined ? undefined : path.resolve(options.root);
+  if (root !== undefined && !(await fs.stat(root).catch(() => undefined))?.isDirectory()) {
+    throw new Error(`a world's root must be an existing folder: ${root}`);
+  }
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'aad-world-'));
   let keeper: ChildProcessWithoutNullStreams | undefined;
   try {
@@ -317,9 +354,9 @@ export async function createWorld(options: WorldOptions): Promise<World> {
       { cwd: dir, env: { PATH: AGENT_PATH, LANG: 'C' }, stdio: ['pipe', 'pipe', 'pipe'] },
     );
     const ready = await keeperReady(keeper);
-    return openWorld(dir, keeper, ready, config.recordFile);
+    return openWorld(dir, keeper, ready, config.recordFile, root);
   } catch (error) {
-    if (keeper) await stopChild(keeper);
+    if (keeper) await stopKeeper(keeper);
     await fs.rm(dir, { recursive: true, force: true });
     throw error;
   }
@@ -330,21 +367,26 @@ function openWorld(
   keeper: ChildProcessWithoutNullStreams,
   ready: { pid: number; proxyPort: number | null },
   recordFile: string,
+  root: string | undefined,
 ): World {
   const proxyUrl = ready.proxyPort === null ? undefined : `http://127.0.0.1:${ready.proxyPort}`;
+  const enter = ['nsenter', `--target=${ready.pid}`, '--mount', '--net', '--'];
   // `env -C` changes directory by path inside the namespaces: nsenter's --wd keeps a directory
   // opened outside them, which getcwd() then cannot name.
-  const wrap = (argv: readonly string[], cwd: string) => [
-    'nsenter',
-    `--target=${ready.pid}`,
-    '--mount',
-    '--net',
-    '--',
+  const wrapOutside = (argv: readonly string[], cwd: string) => [
+    ...enter,
     '/usr/bin/env',
     '-C',
     cwd,
     ...argv,
   ];
+  // chroot(8) runs inside the namespaces, so it resolves the root there, with the world's mounts
+  // on it (nsenter --root=<dir> would open the folder in the caller's namespace, without them).
+  // The env after it is the root's own.
+  const wrap = (argv: readonly string[], cwd: string) =>
+    root === undefined
+      ? wrapOutside(argv, cwd)
+      : [...enter, '/usr/sbin/chroot', root, '/usr/bin/env', '-C', cwd, ...argv];
   const records = async () => {
     const text = await fs.readFile(recordFile, 'utf8').catch(() => '');
     return text
@@ -355,6 +397,7 @@ function openWorld(
   return {
     dir,
     pid: ready.pid,
+    root,
     proxyUrl,
     proxyEnvironment() {
       if (!proxyUrl) throw new Error('this world has no proxy: create it with proxy: true');
@@ -366,6 +409,7 @@ function openWorld(
       };
     },
     wrap,
+    wrapOutside,
     run(handler, operation, options) {
       return handler.run(operation, {
         ...options,
@@ -377,6 +421,7 @@ function openWorld(
       return runTool(file ?? 'nsenter', args, {
         env: options.env ?? { PATH: AGENT_PATH, LANG: 'C' },
         ...(options.input === undefined ? {} : { input: options.input }),
+        ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
       });
     },
     async imdsRequests(pathname) {
@@ -390,10 +435,54 @@ function openWorld(
       return (await records()).filter((record) => record.server === 'proxy');
     },
     async close() {
-      await stopChild(keeper);
+      await stopKeeper(keeper, ready.pid);
       await fs.rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Ends the world: first every process still inside it (anything a test or the handler started
+ * there and left running, e.g. a gpg-agent or a lock holder: it would keep the namespaces, their
+ * mounts and the root's files in use), then the keeper.
+ */
+async function stopKeeper(keeper: ChildProcessWithoutNullStreams, pid?: number): Promise<void> {
+  // Only while the keeper is alive is `pid` its pid (and not a reused one).
+  if (pid !== undefined && keeper.exitCode === null && keeper.signalCode === null) {
+    await killProcessesInside(pid);
+  }
+  await stopChild(keeper);
+}
+
+/**
+ * SIGKILLs, by pid, every process other than the keeper whose mount namespace is the keeper's:
+ * exactly the processes started in this world (`nsenter` puts them there) and their children.
+ * Again until none is left, for those that forked meanwhile.
+ */
+async function killProcessesInside(keeperPid: number): Promise<void> {
+  const namespace = await fs.readlink(`/proc/${keeperPid}/ns/mnt`).catch(() => undefined);
+  // Never the machine's own namespace (this process's), whatever happened to the keeper.
+  if (namespace === undefined || namespace === (await fs.readlink('/proc/self/ns/mnt'))) return;
+  for (let round = 0; round < 100; round++) {
+    const inside: number[] = [];
+    for (const entry of await fs.readdir('/proc')) {
+      if (!/^\d+$/.test(entry) || Number(entry) === keeperPid) continue;
+      // A process that has exited (or is exiting) has no namespace any more: readlink fails.
+      const link = await fs.readlink(`/proc/${entry}/ns/mnt`).catch(() => undefined);
+      if (link === namespace) inside.push(Number(entry));
+    }
+    if (inside.length === 0) return;
+    for (const pid of inside) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    }
+    // A killed process leaves its namespaces when the kernel has finished it: look again shortly.
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error(`processes inside the world (keeper ${keeperPid}) survive SIGKILL`);
 }
 
 /** Waits for the keeper's ready line; fails with its stderr when it exits first. */
@@ -443,14 +532,24 @@ type Change = { kind: 'file'; content: string } | { kind: 'absent' } | { kind: '
 /**
  * The commands that turn the new namespaces into the world: loopback with the IMDS address, then
  * one overlay (on a tmpfs upper layer) per directory whose entries are created, replaced by
- * another type, or made absent (a whiteout), then bind mounts of fixture files over existing
- * regular files (always for /proc and /sys, which cannot be overlaid).
+ * another type, or made absent (a whiteout), then, with a root, its proc, /dev and binds, then
+ * bind mounts of fixture files over existing regular files (always for /proc and /sys, which
+ * cannot be overlaid). With a root, every path is the root's (see {@link resolveInRoot}).
  */
 async function setupCommands(dir: string, options: WorldOptions): Promise<string[][]> {
+  const root = options.root === undefined ? undefined : path.resolve(options.root);
+  const binds = (options.binds ?? []).map((bind) => {
+    if (!path.isAbsolute(bind)) throw new Error(`world binds are absolute: ${bind}`);
+    if (root === undefined) throw new Error('binds need a root');
+    return path.resolve(bind);
+  });
   const changes = new Map<string, Change>();
   const set = (target: string, change: Change) => {
     if (!path.isAbsolute(target)) throw new Error(`world paths are absolute: ${target}`);
-    changes.set(path.normalize(target), change);
+    const normal = path.normalize(target);
+    const under = binds.find((bind) => normal === bind || normal.startsWith(`${bind}/`));
+    if (under) throw new Error(`${target} is below the bound folder ${under}: change it there`);
+    changes.set(normal, change);
   };
   const content = (value: string | null): Change =>
     value === null ? { kind: 'absent' } : { kind: 'file', content: value };
@@ -480,20 +579,30 @@ async function setupCommands(dir: string, options: WorldOptions): Promise<string
     return file;
   };
 
-  const binds: string[][] = [];
+  const fileBinds: string[][] = [];
   const overlays = new Map<string, [string, Change][]>();
   for (const [target, change] of changes) {
-    const stat = await fs.lstat(target).catch(() => undefined);
     const pseudo = target.startsWith('/proc/') || target.startsWith('/sys/');
+    if (pseudo && root !== undefined && !target.startsWith('/proc/')) {
+      throw new Error(`${target}: a world with a root mounts /proc only, not /sys`);
+    }
+    // Pseudo files of a root are those of its fresh proc, the machine's until it is mounted.
+    const onMachine =
+      root === undefined ? target : pseudo ? target : await resolveInRoot(root, target);
+    const mountPoint = root !== undefined && pseudo ? path.join(root, target) : onMachine;
+    const stat = await fs.lstat(onMachine).catch(() => undefined);
     if (change.kind === 'file' && (pseudo || stat?.isFile())) {
       if (!stat?.isFile()) throw new Error(`${target} must be an existing file to bind over it`);
-      binds.push(['mount', '--bind', await fixture(change.content), target]);
+      fileBinds.push(['mount', '--bind', await fixture(change.content), mountPoint]);
       continue;
     }
     if (pseudo) throw new Error(`${target}: only existing files in /proc and /sys can be changed`);
     if (change.kind === 'absent' && !stat) continue;
-    const base = await nearestExistingDirectory(path.dirname(target));
-    overlays.set(base, [...(overlays.get(base) ?? []), [target, change]]);
+    const base = await nearestExistingDirectory(path.dirname(onMachine));
+    if (root !== undefined && base !== root && !base.startsWith(`${root}/`)) {
+      throw new Error(`${target} leads out of the root ${root}`);
+    }
+    overlays.set(base, [...(overlays.get(base) ?? []), [onMachine, change]]);
   }
   if (overlays.size > 0) {
     const layers = path.join(dir, 'layers');
@@ -530,7 +639,74 @@ async function setupCommands(dir: string, options: WorldOptions): Promise<string
       ]);
     }
   }
-  return [...commands, ...binds];
+  // After the overlays (an overlay on a folder would hide what is mounted below it), before the
+  // file binds (/proc/meminfo is bound over the fresh proc's).
+  if (root !== undefined) commands.push(...(await rootMounts(root, binds)));
+  return [...commands, ...fileBinds];
+}
+
+/**
+ * What a VM has that a copied root folder lacks: its own proc (of the machine's pid namespace:
+ * the handler must see other processes' locks and names, as on a VM), the devices (/dev of the
+ * machine, with a /dev/shm of its own so nothing written there reaches the machine's), and the
+ * bound folders at their own paths.
+ */
+async function rootMounts(root: string, binds: readonly string[]): Promise<string[][]> {
+  const commands: string[][] = [
+    ['mkdir', '-p', path.join(root, 'proc'), path.join(root, 'dev')],
+    ['mount', '-t', 'proc', 'aad-world-proc', path.join(root, 'proc')],
+    ['mount', '--rbind', '/dev', path.join(root, 'dev')],
+    ['mkdir', '-p', path.join(root, 'dev', 'shm')],
+    [
+      'mount',
+      '-t',
+      'tmpfs',
+      '-o',
+      'mode=1777,nosuid,nodev',
+      'aad-world-shm',
+      path.join(root, 'dev', 'shm'),
+    ],
+  ];
+  for (const bind of binds) {
+    const target = await resolveInRoot(root, bind);
+    commands.push(['mkdir', '-p', target], ['mount', '--rbind', bind, target]);
+  }
+  return commands;
+}
+
+/**
+ * The machine's path of `file` inside `root`, resolved as the kernel does for a process chrooted
+ * there: symbolic links on the way are followed inside the root (an absolute one starts again
+ * at the root, `..` stops at it), the last component is not followed.
+ */
+export async function resolveInRoot(root: string, file: string): Promise<string> {
+  if (!path.isAbsolute(file)) throw new Error(`paths in a root are absolute: ${file}`);
+  const parts = file.split('/').filter((part) => part !== '' && part !== '.');
+  const last = parts.pop();
+  if (last === undefined) return root;
+  const pending = [...parts];
+  let resolved: string[] = [];
+  let links = 0;
+  for (let part = pending.shift(); part !== undefined; part = pending.shift()) {
+    if (part === '.') continue;
+    if (part === '..') {
+      resolved.pop();
+      continue;
+    }
+    const onMachine = path.join(root, ...resolved, part);
+    const stat = await fs.lstat(onMachine).catch(() => undefined);
+    if (!stat?.isSymbolicLink()) {
+      resolved.push(part);
+      continue;
+    }
+    if (++links > 40) throw new Error(`too many symbolic links in ${file} inside ${root}`);
+    const link = await fs.readlink(onMachine);
+    if (link.startsWith('/')) resolved = [];
+    pending.unshift(...link.split('/').filter((p) => p !== ''));
+  }
+  return last === '..'
+    ? path.join(root, ...resolved.slice(0, -1))
+    : path.join(root, ...resolved, last);
 }
 
 async function nearestExistingDirectory(directory: string): Promise<string> {

@@ -76,7 +76,10 @@ describe('install plan: repositories', () => {
     assert.match(content, /^\[packages-microsoft-com-prod\]$/m);
     assert.match(content, /^gpgcheck=1$/m);
     assert.match(content, /^repo_gpgcheck=1$/m);
-    assert.match(content, /^gpgkey=file:\/\/\/etc\/pki\/rpm-gpg\/aadsshlogin-microsoft-prod\.asc$/m);
+    assert.match(
+      content,
+      /^gpgkey=file:\/\/\/etc\/pki\/rpm-gpg\/aadsshlogin-microsoft-prod\.asc$/m,
+    );
     assert.doesNotMatch(content, /gpgkey=https?:/);
   });
 
