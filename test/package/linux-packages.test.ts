@@ -473,15 +473,29 @@ describe('AADSSHLoginForLinux packages on rpm distributions (dnf, zypper, rpm)',
     );
   });
 
-  test('SLES 15.6 gets the newest aadsshlogin, not held', async () => {
+  test('SLES 15.6 behind a proxy gets the newest aadsshlogin, not held, and zypper goes through the proxy', async () => {
     await withVm(
-      { kind: 'rpm', label: 'sles156', osRelease: await osReleaseFixture('sles-15.6') },
+      {
+        kind: 'rpm',
+        label: 'sles156',
+        osRelease: await osReleaseFixture('sles-15.6'),
+        proxy: true,
+      },
       async (vm) => {
         const handler = await handlerIn(vm);
-        assertExit(await handler.run('install', { seq: 0 }), 0);
+        // Upper case only, as a walinuxagent.service drop-in may set it: curl (inside zypper)
+        // ignores upper-case HTTP_PROXY, so the handler passes it on in lower case too.
+        const proxy = vm.world.proxyEnvironment();
+        const agentEnvironment = { PATH: AGENT_PATH, HTTP_PROXY: proxy.HTTP_PROXY ?? '' };
+        assertExit(await handler.run('install', { seq: 0, agentEnvironment }), 0);
         assert.equal((await installedIn(vm)).get('aadsshlogin'), NEW_VERSION);
         const locks = await vm.world.exec(['zypper', '-n', 'locks']);
         assert.doesNotMatch(locks.stdout, /aadsshlogin/);
+        const proxied = (await vm.world.proxyRequests()).map((request) => request.url);
+        assert.ok(
+          proxied.some((url) => url.includes('/sles/15/prod/')),
+          `zypper went through the proxy: ${proxied.join(', ')}`,
+        );
       },
     );
   });
