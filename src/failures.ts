@@ -39,7 +39,7 @@ export const failureKinds = {
     title:
       'The aadsshlogin packages installed, but did not register with sshd, NSS, PAM or SELinux.',
     remedy:
-      'Fix the named file as described (the packages installed by this run were removed again), then apply the extension again.',
+      'Fix the named file as described, then apply the extension again; packages this run installed were removed again, so the next run starts clean.',
   },
   noSystemAssignedIdentity: {
     code: 22,

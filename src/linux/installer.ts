@@ -19,22 +19,16 @@ import {
   sha256,
   undoChanges,
 } from './journal.js';
-import { armor, type PublicKey, trustedKeys } from './keys.js';
+import { armor, type PublicKey } from './keys.js';
 import type { Machine } from './machine.js';
 import { waitForPackageManager } from './package-lock.js';
 import { type Command, type PackageManager, packageManagers } from './package-managers/index.js';
 import { rpmKeyName, rpmKeys } from './package-managers/rpm-family.js';
 import { packagesToQuery, SELINUX_PACKAGE } from './packages.js';
 import { describePlan, type InstallPlan, planInstall } from './plan.js';
-import {
-  checkNsswitch,
-  checkPam,
-  checkSelinux,
-  checkSshd,
-  type Problem,
-  sshdWarnings,
-} from './registrations.js';
+import { type Problem, sshWarnings, verifyRegistrations } from './registrations.js';
 import { WRITTEN_BY } from './repository.js';
+import { chooseRepository, fetchTrustedKeys } from './repository-fetch.js';
 import type { LinuxSettings } from './settings.js';
 
 /**
@@ -135,7 +129,10 @@ export async function converge(job: InstallJob): Promise<ConvergeResult> {
     }
   }
 
-  const problems = await verifyRegistrations(machine, plan, job.signal);
+  const problems = await verifyRegistrations(machine, {
+    selinux: plan.packages.wanted.some((spec) => spec.name === SELINUX_PACKAGE),
+    signal: job.signal,
+  });
   for (const problem of problems) {
     steps.push({
       name: REGISTRATION_STEP[problem.what],
@@ -266,8 +263,13 @@ async function apply(
   let keys: PublicKey[] = [];
   if (repository !== 'foreign' && repository !== 'current') {
     try {
-      keys = await fetchTrustedKeys(job, plan);
-      repositoryFile = await chooseRepository(job, plan);
+      const fetchJob = {
+        ...job,
+        budgetMs: () =>
+          Math.min(FETCH_BUDGET_MS, Math.max(5_000, job.remainingMs() - WORK_RESERVE_MS)),
+      };
+      keys = await fetchTrustedKeys(fetchJob, plan);
+      repositoryFile = await chooseRepository(fetchJob, plan);
     } catch (error) {
       failStep('Repository', toFailure(error));
     }
@@ -421,95 +423,6 @@ async function writeJournalled(
   await job.machine.writeFile(file, bytes, 0o644);
 }
 
-/** The trusted keys from `<baseUrl>/keys/`: files that are absent are skipped; others must answer. */
-async function fetchTrustedKeys(job: InstallJob, plan: InstallPlan): Promise<PublicKey[]> {
-  const { keys } = plan.repository;
-  const found: PublicKey[] = [];
-  const refused: string[] = [];
-  const answered: string[] = [];
-  for (const url of keys.urls) {
-    const result = await job.machine.fetchText(url, {
-      budgetMs: Math.min(FETCH_BUDGET_MS, Math.max(5_000, job.remainingMs() - WORK_RESERVE_MS)),
-      signal: job.signal,
-      onRetry: (problem, delayMs) => job.log.warn(`Retrying in ${delayMs} ms: ${problem}`),
-    });
-    if (!result.ok) throw new HandlerFailure('repositoryUnavailable', `${result.problem}.`);
-    const { status, body } = result.answer;
-    if (status === 404 || status === 403) continue;
-    if (status !== 200) {
-      throw new HandlerFailure('repositoryUnavailable', `${url} answered HTTP ${status}.`);
-    }
-    answered.push(url);
-    let split: ReturnType<typeof trustedKeys>;
-    try {
-      split = trustedKeys(body, keys.trustedFingerprints);
-    } catch (error) {
-      throw new HandlerFailure(
-        'repositoryUnavailable',
-        `${url} did not answer with an OpenPGP key (${toFailure(error).message}): a proxy or captive portal may be answering instead of the repository.`,
-      );
-    }
-    for (const key of split.trusted) {
-      if (!found.some((other) => other.fingerprint === key.fingerprint)) found.push(key);
-    }
-    refused.push(...split.refused);
-    if (split.refused.length > 0) {
-      job.log.warn(`Not trusted, not installed: keys ${split.refused.join(', ')} from ${url}`);
-    }
-  }
-  if (answered.length === 0) {
-    throw new HandlerFailure(
-      'repositoryUnavailable',
-      `None of ${keys.urls.join(', ')} exists: the repository has no signing keys where packages.microsoft.com keeps them.`,
-    );
-  }
-  if (found.length === 0) {
-    throw new HandlerFailure(
-      'untrustedRepositoryKey',
-      `${answered.join(' and ')} hold${answered.length === 1 ? 's' : ''} only keys ${refused.join(', ')}, none of which is trusted (trusted: ${keys.trustedFingerprints.join(', ')}).`,
-    );
-  }
-  job.log.info(`Trusted keys: ${found.map((key) => key.fingerprint).join(', ')}`);
-  return found;
-}
-
-/**
- * The repository file to write. Where the plan has alternatives (a RHEL-like flavour, then
- * `rhel`), the first whose folder has repository metadata wins; 403 and 404 mean "no such
- * folder", anything else is a failure.
- */
-async function chooseRepository(
-  job: InstallJob,
-  plan: InstallPlan,
-): Promise<{ url: string; content: string }> {
-  const { alternatives } = plan.repository;
-  const only = alternatives[0];
-  if (alternatives.length === 1 && only) return only;
-  for (const alternative of alternatives) {
-    const probe = `${alternative.url.replace(/\/?$/, '/')}repodata/repomd.xml`;
-    const result = await job.machine.fetchText(probe, {
-      budgetMs: Math.min(FETCH_BUDGET_MS, Math.max(5_000, job.remainingMs() - WORK_RESERVE_MS)),
-      signal: job.signal,
-      maxBytes: 4 * 1024 * 1024,
-      onRetry: (problem, delayMs) => job.log.warn(`Retrying in ${delayMs} ms: ${problem}`),
-    });
-    if (!result.ok) throw new HandlerFailure('repositoryUnavailable', `${result.problem}.`);
-    const { status } = result.answer;
-    if (status === 200) {
-      job.log.info(`Repository chosen: ${alternative.url}`);
-      return alternative;
-    }
-    if (status !== 403 && status !== 404) {
-      throw new HandlerFailure('repositoryUnavailable', `${probe} answered HTTP ${status}.`);
-    }
-    job.log.info(`No repository at ${alternative.url} (HTTP ${status}); trying the next one`);
-  }
-  throw new HandlerFailure(
-    'repositoryUnavailable',
-    `None of ${alternatives.map((alternative) => alternative.url).join(', ')} has repository metadata (repodata/repomd.xml).`,
-  );
-}
-
 /** rpm families: the keys into the rpm database too (zypper trusts only those); journalled. */
 async function importRpmKeys(job: InstallJob, plan: InstallPlan, keys: readonly PublicKey[]) {
   for (const key of keys) {
@@ -568,53 +481,6 @@ function logFailure(
   ] as const) {
     if (text.trim()) log.info(`${command.argv[0]} ${stream}: ${lastLines(text, 20, 4000)}`);
   }
-}
-
-/** What the packages must have registered, read from the files they change. */
-async function verifyRegistrations(
-  machine: Machine,
-  plan: InstallPlan,
-  signal: AbortSignal,
-): Promise<Problem[]> {
-  const read = async (file: string) => (await machine.readFile(file))?.toString('utf8');
-  const problems: Problem[] = [];
-  const sshd = await sshdFiles(machine);
-  const sshdProblem = checkSshd(sshd);
-  if (sshdProblem) problems.push(sshdProblem);
-  const nsswitch = checkNsswitch('/etc/nsswitch.conf', (await read('/etc/nsswitch.conf')) ?? '');
-  if (nsswitch) problems.push(nsswitch);
-  const pamFiles: { file: string; text: string }[] = [];
-  for (const entry of await machine.listDirectory('/etc/pam.d')) {
-    const text = await read(`/etc/pam.d/${entry}`).catch(() => undefined);
-    if (text !== undefined) pamFiles.push({ file: `/etc/pam.d/${entry}`, text });
-  }
-  const pam = checkPam(pamFiles);
-  if (pam) problems.push(pam);
-  if (plan.packages.wanted.some((spec) => spec.name === SELINUX_PACKAGE)) {
-    const listed = await machine.processes.run('semodule', ['-l'], { signal });
-    const selinux = checkSelinux(listed.exitCode === 0 ? listed.stdout : '');
-    if (selinux) problems.push(selinux);
-  }
-  return problems;
-}
-
-/** sshd_config and the drop-in files it usually includes. */
-async function sshdFiles(machine: Machine): Promise<{ file: string; text: string }[]> {
-  const files: { file: string; text: string }[] = [];
-  const main = (await machine.readFile('/etc/ssh/sshd_config'))?.toString('utf8');
-  files.push({ file: '/etc/ssh/sshd_config', text: main ?? '' });
-  for (const entry of (await machine.listDirectory('/etc/ssh/sshd_config.d')).sort()) {
-    if (!entry.endsWith('.conf')) continue;
-    const text = (await machine.readFile(`/etc/ssh/sshd_config.d/${entry}`))?.toString('utf8');
-    if (text !== undefined) files.push({ file: `/etc/ssh/sshd_config.d/${entry}`, text });
-  }
-  return files;
-}
-
-async function sshWarnings(machine: Machine): Promise<string[]> {
-  const warnings: string[] = [];
-  for (const { file, text } of await sshdFiles(machine)) warnings.push(...sshdWarnings(file, text));
-  return warnings;
 }
 
 /**

@@ -1,3 +1,5 @@
+import type { Machine } from './machine.js';
+
 /**
  * What the aadsshlogin packages must have registered for Entra ID login to work, read from the
  * files they change (pure functions of the files' text), and the sshd settings that make the
@@ -107,4 +109,55 @@ export function opensshWarning(versionText: string): string | undefined {
   const [major, minor] = [Number(match[1]), Number(match[2])];
   if (major > 7 || (major === 7 && minor >= 8)) return undefined;
   return `OpenSSH ${major}.${minor} is older than 7.8: current clients' RSA-SHA2 certificates may be refused. Update OpenSSH, or sign in with "az ssh vm" using an older signature algorithm.`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading them from the VM
+// ---------------------------------------------------------------------------------------------
+
+/** What the packages must have registered, read from the files they change. */
+export async function verifyRegistrations(
+  machine: Machine,
+  options: { selinux: boolean; signal: AbortSignal },
+): Promise<Problem[]> {
+  const read = async (file: string) => (await machine.readFile(file))?.toString('utf8');
+  const problems: Problem[] = [];
+  const sshd = await sshdFiles(machine);
+  const sshdProblem = checkSshd(sshd);
+  if (sshdProblem) problems.push(sshdProblem);
+  const nsswitch = checkNsswitch('/etc/nsswitch.conf', (await read('/etc/nsswitch.conf')) ?? '');
+  if (nsswitch) problems.push(nsswitch);
+  const pamFiles: { file: string; text: string }[] = [];
+  for (const entry of await machine.listDirectory('/etc/pam.d')) {
+    const text = await read(`/etc/pam.d/${entry}`).catch(() => undefined);
+    if (text !== undefined) pamFiles.push({ file: `/etc/pam.d/${entry}`, text });
+  }
+  const pam = checkPam(pamFiles);
+  if (pam) problems.push(pam);
+  if (options.selinux) {
+    const listed = await machine.processes.run('semodule', ['-l'], { signal: options.signal });
+    const selinux = checkSelinux(listed.exitCode === 0 ? listed.stdout : '');
+    if (selinux) problems.push(selinux);
+  }
+  return problems;
+}
+
+/** sshd_config and the drop-in files it usually includes. */
+async function sshdFiles(machine: Machine): Promise<{ file: string; text: string }[]> {
+  const files: { file: string; text: string }[] = [];
+  const main = (await machine.readFile('/etc/ssh/sshd_config'))?.toString('utf8');
+  files.push({ file: '/etc/ssh/sshd_config', text: main ?? '' });
+  for (const entry of (await machine.listDirectory('/etc/ssh/sshd_config.d')).sort()) {
+    if (!entry.endsWith('.conf')) continue;
+    const text = (await machine.readFile(`/etc/ssh/sshd_config.d/${entry}`))?.toString('utf8');
+    if (text !== undefined) files.push({ file: `/etc/ssh/sshd_config.d/${entry}`, text });
+  }
+  return files;
+}
+
+/** The sshd settings that let the extension install but make Entra ID login fail later. */
+export async function sshWarnings(machine: Machine): Promise<string[]> {
+  const warnings: string[] = [];
+  for (const { file, text } of await sshdFiles(machine)) warnings.push(...sshdWarnings(file, text));
+  return warnings;
 }

@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { PYTHON, runTool } from './agent-driver.js';
+import { DEBIAN_SSHD_CONFIG, timed } from './common.js';
 import {
   aptRepoPath,
   buildDeb,
@@ -38,39 +39,9 @@ import {
 } from './roots.js';
 import { withWorld } from './world.js';
 
-type Diagnostic = { diagnostic(message: string): void };
-
-/** Runs `fn`, reports how long it took, and returns its result. */
-async function timed<T>(t: Diagnostic, label: string, fn: () => Promise<T>): Promise<T> {
-  const start = performance.now();
-  try {
-    return await fn();
-  } finally {
-    t.diagnostic(`${label}: ${((performance.now() - start) / 1000).toFixed(2)} s`);
-  }
-}
-
 // What the real distributions ship (trimmed to the lines that matter), so that the stand-ins are
-// seen editing real files and the removal is seen restoring them byte for byte.
-const DEBIAN_SSHD_CONFIG = `
-# This is the sshd server system-wide configuration file.  See
-# sshd_config(5) for more information.
-
-Include /etc/ssh/sshd_config.d/*.conf
-
-#PermitRootLogin prohibit-password
-KbdInteractiveAuthentication no
-UsePAM yes
-X11Forwarding yes
-PrintMotd no
-
-# Allow client to pass locale environment variables
-AcceptEnv LANG LC_*
-
-# override default of no subsystems
-Subsystem	sftp	/usr/lib/openssh/sftp-server
-`.trimStart();
-
+// seen editing real files and the removal is seen restoring them byte for byte (Debian 12's
+// sshd_config: common.ts).
 const RHEL_SSHD_CONFIG = `
 #	$OpenBSD: sshd_config,v 1.104 2021/07/02 05:11:21 dtucker Exp $
 

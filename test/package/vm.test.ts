@@ -10,6 +10,12 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
+import { parseOsRelease } from '../../src/linux/checks/os-release.js';
+import { type Command, packageManagers } from '../../src/linux/package-managers/index.js';
+import { rpmKeyName, rpmKeys } from '../../src/linux/package-managers/rpm-family.js';
+import { planRepository, type RepositoryPlan } from '../../src/linux/repository.js';
+import { parseLinuxSettings } from '../../src/linux/settings.js';
+import { unameMachine } from '../../src/linux/system.js';
 import { osReleaseFixture } from '../fixtures.js';
 import {
   AGENT_PATH,
@@ -21,8 +27,10 @@ import {
   runTool,
   stopChild,
 } from './agent-driver.js';
+import { DEBIAN_SSHD_CONFIG, type Diagnostic, timed } from './common.js';
 import {
   buildDeb,
+  dearmored,
   LEGACY_VERSION,
   NEW_VERSION,
   OLD_VERSION,
@@ -31,18 +39,6 @@ import {
 } from './repos.js';
 import { type LinuxVm, linuxVm } from './vm.js';
 import { meminfo, TOKEN_PATH } from './world.js';
-
-type Diagnostic = { diagnostic(message: string): void };
-
-/** Runs `fn`, reports how long it took, and returns its result. */
-async function timed<T>(t: Diagnostic, label: string, fn: () => Promise<T>): Promise<T> {
-  const start = performance.now();
-  try {
-    return await fn();
-  } finally {
-    t.diagnostic(`${label}: ${((performance.now() - start) / 1000).toFixed(2)} s`);
-  }
-}
 
 /** Makes a VM, printing how long it took (the first one also builds its root's cache). */
 async function startVm(options: Parameters<typeof linuxVm>[0]): Promise<LinuxVm> {
@@ -117,48 +113,30 @@ before(async () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-// The handler's own commands (src/linux/package-managers/*), byte for byte
+// The handler's own commands and files, from its modules (src/linux/package-managers/*,
+// src/linux/repository.ts): what runs in the VMs can never drift from what the handler runs
 // ---------------------------------------------------------------------------------------------
 
-const RPM_REPOSITORY_ID = 'packages-microsoft-com-prod';
-const RPM_KEY_FILE = '/etc/pki/rpm-gpg/microsoft-prod.asc';
+const { apt, dnf, zypper } = packageManagers;
 /** What the handler's commands get from its environment: the agent's PATH, and nothing else. */
 const HANDLER_ENV = { PATH: AGENT_PATH };
-/** The environment the handler adds for apt and dpkg. */
-const APT_ENV = { ...HANDLER_ENV, DEBIAN_FRONTEND: 'noninteractive', NEEDRESTART_MODE: 'a' };
-const RPM_QUERY = ['rpm', '-q', '--qf', '%{NAME}\\t%{VERSION}-%{RELEASE}\\n'];
 
-/** The repository file the handler writes for dnf and zypper (src/linux/repository.ts). */
-function rpmRepositoryFile(url: string, extra: readonly string[] = []): string {
-  return [
-    `[${RPM_REPOSITORY_ID}]`,
-    `name=${RPM_REPOSITORY_ID}`,
-    `baseurl=${url}`,
-    'enabled=1',
-    'gpgcheck=1',
-    'repo_gpgcheck=1',
-    `gpgkey=file://${RPM_KEY_FILE}`,
-    ...extra,
-    '',
-  ].join('\n');
-}
-
-/** Runs a command in the VM as the handler would (its environment; 5 minutes at most). */
+/**
+ * Runs a command in the VM (5 minutes at most): an argv with {@link HANDLER_ENV}, or one of the
+ * handler's commands as the handler runs it, its own environment over that.
+ */
 async function inVm(
   vm: LinuxVm,
-  argv: readonly string[],
-  env: Record<string, string> = HANDLER_ENV,
+  command: readonly string[] | Command,
 ): Promise<{ stdout: string; stderr: string; exitCode: number }> {
-  return vm.world.exec(argv, { env, timeoutMs: 300_000 });
+  const { argv, env } = 'argv' in command ? command : { argv: command, env: undefined };
+  return vm.world.exec(argv, { env: { ...HANDLER_ENV, ...env }, timeoutMs: 300_000 });
 }
 
 /** Like {@link inVm}, failing with the command's output unless it exits 0. */
-async function okInVm(
-  vm: LinuxVm,
-  argv: readonly string[],
-  env: Record<string, string> = HANDLER_ENV,
-): Promise<string> {
-  const result = await inVm(vm, argv, env);
+async function okInVm(vm: LinuxVm, command: readonly string[] | Command): Promise<string> {
+  const result = await inVm(vm, command);
+  const argv = 'argv' in command ? command.argv : command;
   assert.equal(
     result.exitCode,
     0,
@@ -167,15 +145,41 @@ async function okInVm(
   return result.stdout;
 }
 
-/** Debian 12's /etc/ssh/sshd_config, trimmed to its settings. */
-const DEBIAN_SSHD_CONFIG = `Include /etc/ssh/sshd_config.d/*.conf
-KbdInteractiveAuthentication no
-UsePAM yes
-X11Forwarding yes
-PrintMotd no
-AcceptEnv LANG LC_*
-Subsystem	sftp	/usr/lib/openssh/sftp-server
-`;
+/**
+ * The handler's repository plan for `vm`: from the os-release the VM shows (the fixture it was
+ * started with, or its root's own), this machine's architecture as the handler names it, and the
+ * public settings that point the handler at the served stand-in and its signing key.
+ */
+async function handlerPlan(vm: LinuxVm): Promise<RepositoryPlan> {
+  const os = parseOsRelease(await okInVm(vm, ['cat', '/etc/os-release']));
+  const { settings } = parseLinuxSettings(vm.publicSettings);
+  return (
+    planRepository(os, unameMachine(process.arch), settings) ??
+    assert.fail(`the handler has no repository for ${os.id} ${os.versionId}`)
+  );
+}
+
+/**
+ * Writes what the handler writes before its package manager runs: the stand-in's signing key at
+ * the plan's key file (a binary keyring for apt, armored for rpm) and the plan's repository file,
+ * checked to point at `repositoryPath` on the served stand-in.
+ */
+async function writeRepository(
+  vm: LinuxVm,
+  plan: RepositoryPlan,
+  repositoryPath: string,
+): Promise<void> {
+  const key = vm.repository.signingKey;
+  assert.deepEqual(plan.keys.trustedFingerprints.slice(-1), [key.fingerprint]);
+  const [repository, ...fallbacks] = plan.alternatives;
+  assert.equal(repository?.url, `${vm.server.url}/${repositoryPath}`);
+  assert.deepEqual(fallbacks, []);
+  await vm.root.writeFile(
+    plan.keys.file,
+    plan.keys.format === 'keyring' ? await dearmored(key) : key.armored,
+  );
+  await vm.root.writeFile(plan.target.file, repository.content);
+}
 
 /** The registrations a stand-in aadsshlogin writes (repos.ts), read from the VM's root. */
 async function registrations(vm: LinuxVm, pamFile: string) {
@@ -277,89 +281,45 @@ describe('a Debian 12 VM', () => {
     }
   });
 
-  test("apt-get installs aadsshlogin from the served repository with the handler's commands; the registrations land in the VM", async (t) => {
+  test("apt-get installs aadsshlogin from the served repository with the handler's own repository file, keyring and commands; the registrations land in the VM", async (t) => {
+    const plan = await handlerPlan(vm);
+    assert.equal(plan.manager, 'apt');
     const repo = vm.repository.aptRepos[0] ?? assert.fail('no apt repository');
-    const source = await vm.root.addAptSource({
-      baseUrl: vm.server.url,
-      repo,
-      key: vm.repository.signingKey,
-    });
-    assert.equal(source.listFile, '/etc/apt/sources.list.d/microsoft-prod.list');
+    await writeRepository(vm, plan, repo.path);
     // A VM with sshd has its configuration (the stand-in makes an empty one when there is none).
     await vm.root.writeFile('/etc/ssh/sshd_config', DEBIAN_SSHD_CONFIG);
     const pamFile = '/etc/pam.d/common-auth';
     const before = await registrations(vm, pamFile);
-    await timed(t, 'apt-get update', () =>
-      okInVm(
-        vm,
-        [
-          'apt-get',
-          'update',
-          '-q',
-          '-o',
-          `Dir::Etc::sourcelist=${source.listFile}`,
-          '-o',
-          'Dir::Etc::sourceparts=-',
-          '-o',
-          'APT::Get::List-Cleanup=0',
-          '-o',
-          'APT::Update::Error-Mode=any',
-        ],
-        APT_ENV,
-      ),
-    );
+    await timed(t, 'apt-get update', () => okInVm(vm, apt.refresh(plan.target)));
     await timed(t, 'apt-get install aadsshlogin', () =>
-      okInVm(
-        vm,
-        [
-          'apt-get',
-          'install',
-          '-q',
-          '-y',
-          '--no-install-recommends',
-          '-o',
-          'Dpkg::Options::=--force-confold',
-          '-o',
-          'Dpkg::Options::=--force-confdef',
-          '-o',
-          'DPkg::Lock::Timeout=60',
-          'aadsshlogin',
-        ],
-        APT_ENV,
-      ),
+      okInVm(vm, apt.install([{ name: 'aadsshlogin' }], plan.target)),
     );
-    const query = [
-      'dpkg-query',
-      '-W',
-      // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's own format syntax
-      '-f=${Package}\\t${Status}\\t${Version}\\n',
-      'aadsshlogin',
-    ];
-    assert.equal(await okInVm(vm, query), `aadsshlogin\tinstall ok installed\t${NEW_VERSION}\n`);
+    const installed = await okInVm(vm, apt.queryInstalled(['aadsshlogin']));
+    assert.deepEqual(apt.parseInstalled(installed), new Map([['aadsshlogin', NEW_VERSION]]));
     assertRegistered(await registrations(vm, pamFile));
     assert.ok(
       (await vm.server.requests()).some(
         (r) => r.path.endsWith(`/aadsshlogin_${NEW_VERSION}_all.deb`) && r.status === 200,
       ),
     );
-    await okInVm(vm, ['apt-mark', 'hold', 'aadsshlogin']);
+    await okInVm(vm, apt.hold('aadsshlogin'));
     assert.equal(await okInVm(vm, ['apt-mark', 'showhold']), 'aadsshlogin\n');
-    await okInVm(vm, ['apt-mark', 'unhold', 'aadsshlogin']);
-    await timed(t, 'dpkg --purge aadsshlogin', () =>
-      okInVm(vm, ['dpkg', '--purge', 'aadsshlogin'], APT_ENV),
-    );
+    await okInVm(vm, apt.release('aadsshlogin'));
+    assert.equal(await okInVm(vm, ['apt-mark', 'showhold']), '');
+    await timed(t, 'dpkg --purge aadsshlogin', () => okInVm(vm, apt.remove(['aadsshlogin'])));
     assert.deepEqual(await registrations(vm, pamFile), before);
     assert.equal(await vm.root.readFile('/usr/sbin/aad_certhandler'), undefined);
     // The VM as it was, for the handler's turn.
-    await fs.rm(vm.root.path(source.listFile));
-    await fs.rm(vm.root.path(source.keyring));
+    await fs.rm(vm.root.path(plan.target.file));
+    await fs.rm(vm.root.path(plan.keys.file));
   });
 
   test("the built handler runs chrooted in the VM: it finds aadlogin in the VM's dpkg database", async (t) => {
     // In the VM only; the machine has no aadlogin.
     const deb = await buildDeb({ name: 'aadlogin', version: LEGACY_VERSION });
     await vm.root.writeFile('/tmp/aadlogin.deb', await fs.readFile(deb));
-    await okInVm(vm, ['dpkg', '--install', '/tmp/aadlogin.deb'], APT_ENV);
+    // With the environment the handler gives dpkg (its `dpkg --purge`'s).
+    await okInVm(vm, { ...apt.remove([]), argv: ['dpkg', '--install', '/tmp/aadlogin.deb'] });
     assert.notEqual((await runTool('dpkg-query', ['-W', 'aadlogin'])).exitCode, 0);
     const handler = await vm.sandbox.unpack(zip, extensionVersionOf());
     await handler.writeSettings(0, { publicSettings: vm.publicSettings });
@@ -380,7 +340,7 @@ describe('a Debian 12 VM', () => {
     // It stopped before changing anything; its log is in the sandbox, at the path it was given.
     assert.deepEqual(await fs.readdir(vm.root.path('/etc/apt/sources.list.d')), []);
     assert.ok((await vm.sandbox.readLog()).some((line) => line.operation === 'install'));
-    await okInVm(vm, ['dpkg', '--purge', 'aadlogin'], APT_ENV);
+    await okInVm(vm, apt.remove(['aadlogin']));
   });
 
   test("the built handler's install configures the repository and installs aadsshlogin in the VM", async (t) => {
@@ -389,16 +349,12 @@ describe('a Debian 12 VM', () => {
     const install = await timed(t, 'handler install', () => handler.run('install', { seq: 1 }));
     assertExit(install, 0);
     assert.equal((await handler.agentStatus(1)).status, 'success');
-    const list = await vm.root.readFile('/etc/apt/sources.list.d/microsoft-prod.list');
+    const plan = await handlerPlan(vm);
+    const list = await vm.root.readFile(plan.target.file);
     assert.ok(list?.includes(`${vm.server.url}/repos/microsoft-debian-bookworm-prod`), list);
-    const installed = await okInVm(vm, [
-      'dpkg-query',
-      '-W',
-      // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's own format syntax
-      '-f=${Status} ${Version}',
-      'aadsshlogin',
-    ]);
-    assert.equal(installed, `install ok installed ${NEW_VERSION}`);
+    assert.equal(list, plan.alternatives[0]?.content);
+    const installed = await okInVm(vm, apt.queryInstalled(['aadsshlogin']));
+    assert.deepEqual(apt.parseInstalled(installed), new Map([['aadsshlogin', NEW_VERSION]]));
     assertRegistered(await registrations(vm, '/etc/pam.d/common-auth'));
   });
 });
@@ -407,14 +363,28 @@ describe('a Debian 12 VM', () => {
 // RHEL 9 (dnf) and SLES 15 (zypper): the rpm family's tools on Debian, with their os-release
 // ---------------------------------------------------------------------------------------------
 
-/** Puts the repository's signing key where the handler puts it, armored. */
-async function writeRpmKey(vm: LinuxVm): Promise<void> {
-  await vm.root.writeFile(RPM_KEY_FILE, vm.repository.signingKey.armored);
-}
-
-/** The name `rpm --import` gives the key: gpg-pubkey-<last 8 hex digits, lower case>. */
-function rpmKeyName(vm: LinuxVm): string {
-  return `gpg-pubkey-${vm.repository.signingKey.fingerprint.slice(-8).toLowerCase()}`;
+/**
+ * An rpm-family VM's repository, set up as the handler sets it up before it installs: the plan
+ * for the VM's os-release (checked to name `manager`), its repository file and key written, the
+ * key imported into rpm and found by the name the handler looks for, and only our repository
+ * refreshed, its signed metadata fetched from the stand-in's `folder`.
+ */
+async function rpmRepositoryInVm(
+  t: Diagnostic,
+  vm: LinuxVm,
+  manager: 'dnf' | 'zypper',
+  folder: string,
+): Promise<RepositoryPlan> {
+  const plan = await handlerPlan(vm);
+  assert.equal(plan.manager, manager);
+  await writeRepository(vm, plan, `${folder}/`);
+  await okInVm(vm, rpmKeys.import(plan.keys.file));
+  await okInVm(vm, rpmKeys.query(rpmKeyName(vm.repository.signingKey.fingerprint)));
+  const refresh = packageManagers[manager].refresh(plan.target);
+  await timed(t, refresh.argv.join(' '), () => okInVm(vm, refresh));
+  const fetched = (await vm.server.requests()).map((r) => `${r.path} ${r.status}`);
+  assert.ok(fetched.includes(`/${folder}/repodata/repomd.xml.asc 200`), fetched.join('\n'));
+  return plan;
 }
 
 describe('a RHEL 9.4 VM', () => {
@@ -429,41 +399,27 @@ describe('a RHEL 9.4 VM', () => {
   });
   after(async () => vm?.close());
 
-  test("dnf and rpm install and remove aadsshlogin with the handler's exact commands", async (t) => {
+  test("dnf and rpm install and remove aadsshlogin with the handler's own repository file, key and commands", async (t) => {
     assert.match(await okInVm(vm, ['cat', '/etc/os-release']), /^ID="rhel"$/m);
-    await writeRpmKey(vm);
-    await vm.root.writeFile(
-      '/etc/yum.repos.d/microsoft-prod.repo',
-      rpmRepositoryFile(`${vm.server.url}/rhel/9/prod/`),
-    );
-    await okInVm(vm, ['rpm', '--import', RPM_KEY_FILE]);
-    await okInVm(vm, ['rpm', '-q', rpmKeyName(vm)]);
-    await timed(t, 'dnf makecache', () =>
-      okInVm(vm, [
-        'dnf',
-        '-q',
-        '-y',
-        '--disablerepo=*',
-        `--enablerepo=${RPM_REPOSITORY_ID}`,
-        'makecache',
-      ]),
-    );
-    const fetched = (await vm.server.requests()).map((r) => `${r.path} ${r.status}`);
-    assert.ok(fetched.includes('/rhel/9/prod/repodata/repomd.xml.asc 200'), fetched.join('\n'));
+    const plan = await rpmRepositoryInVm(t, vm, 'dnf', 'rhel/9/prod');
     await timed(t, 'dnf install aadsshlogin', () =>
-      okInVm(vm, ['dnf', '-q', '-y', 'install', 'aadsshlogin']),
+      okInVm(vm, dnf.install([{ name: 'aadsshlogin' }], plan.target)),
     );
-    const query = await inVm(vm, [...RPM_QUERY, 'aadsshlogin', 'aadsshlogin-selinux']);
+    const query = await inVm(vm, dnf.queryInstalled(['aadsshlogin', 'aadsshlogin-selinux']));
     assert.equal(query.exitCode, 1, 'one of the two is not installed');
     assert.equal(
       query.stdout,
       `aadsshlogin\t${NEW_VERSION}-1\npackage aadsshlogin-selinux is not installed\n`,
     );
-    assertRegistered(await registrations(vm, '/etc/pam.d/sshd'));
-    await timed(t, 'dnf remove aadsshlogin', () =>
-      okInVm(vm, ['dnf', '-q', '-y', 'remove', 'aadsshlogin']),
+    assert.deepEqual(
+      dnf.parseInstalled(query.stdout),
+      new Map([['aadsshlogin', `${NEW_VERSION}-1`]]),
     );
-    assert.notEqual((await inVm(vm, ['rpm', '-q', 'aadsshlogin'])).exitCode, 0);
+    assertRegistered(await registrations(vm, '/etc/pam.d/sshd'));
+    await timed(t, 'dnf remove aadsshlogin', () => okInVm(vm, dnf.remove(['aadsshlogin'])));
+    const removed = await inVm(vm, dnf.queryInstalled(['aadsshlogin']));
+    assert.notEqual(removed.exitCode, 0);
+    assert.deepEqual(dnf.parseInstalled(removed.stdout), new Map());
     assert.equal(await vm.root.readFile('/usr/sbin/aad_certhandler'), undefined);
   });
 });
@@ -480,26 +436,17 @@ describe('a SLES 15.5 VM', () => {
   });
   after(async () => vm?.close());
 
-  test("zypper installs 1.0.027980001, holds it through an update with the handler's exact commands, and removes it", async (t) => {
+  test("zypper installs 1.0.027980001, holds it through an update and removes it, with the handler's own repository file, key and commands", async (t) => {
     assert.match(await okInVm(vm, ['cat', '/etc/os-release']), /^ID="sles"$/m);
-    await writeRpmKey(vm);
-    await vm.root.writeFile(
-      '/etc/zypp/repos.d/microsoft-prod.repo',
-      rpmRepositoryFile(`${vm.server.url}/sles/15/prod/`, ['autorefresh=1', 'type=rpm-md']),
-    );
-    await okInVm(vm, ['rpm', '--import', RPM_KEY_FILE]);
-    await timed(t, 'zypper refresh', () =>
-      okInVm(vm, ['zypper', '-q', '-n', 'refresh', RPM_REPOSITORY_ID]),
-    );
-    const fetched = (await vm.server.requests()).map((r) => `${r.path} ${r.status}`);
-    assert.ok(fetched.includes('/sles/15/prod/repodata/repomd.xml.asc 200'), fetched.join('\n'));
+    const plan = await rpmRepositoryInVm(t, vm, 'zypper', 'sles/15/prod');
     await timed(t, `zypper install aadsshlogin=${OLD_VERSION}`, () =>
-      okInVm(vm, ['zypper', '-q', '-n', 'install', '--oldpackage', `aadsshlogin=${OLD_VERSION}`]),
+      okInVm(vm, zypper.install([{ name: 'aadsshlogin', version: OLD_VERSION }], plan.target)),
     );
-    const installed = `aadsshlogin\t${OLD_VERSION}-1\n`;
-    assert.equal(await okInVm(vm, [...RPM_QUERY, 'aadsshlogin']), installed);
+    const installed = new Map([['aadsshlogin', `${OLD_VERSION}-1`]]);
+    const query = zypper.queryInstalled(['aadsshlogin']);
+    assert.deepEqual(zypper.parseInstalled(await okInVm(vm, query)), installed);
     assertRegistered(await registrations(vm, '/etc/pam.d/sshd'));
-    await okInVm(vm, ['zypper', '-q', '-n', 'addlock', 'aadsshlogin']);
+    await okInVm(vm, zypper.hold('aadsshlogin'));
     assert.match((await vm.root.readFile('/etc/zypp/locks')) ?? '', /solvable_name: aadsshlogin/);
     // The repository has the newer build; the lock keeps the installed one.
     const available = await okInVm(vm, ['zypper', '-n', 'search', '-s', 'aadsshlogin']);
@@ -508,13 +455,11 @@ describe('a SLES 15.5 VM', () => {
       okInVm(vm, ['zypper', '-n', 'update']),
     );
     assert.match(update, /locked/);
-    assert.equal(await okInVm(vm, [...RPM_QUERY, 'aadsshlogin']), installed);
-    await okInVm(vm, ['zypper', '-q', '-n', 'removelock', 'aadsshlogin']);
+    assert.deepEqual(zypper.parseInstalled(await okInVm(vm, query)), installed);
+    await okInVm(vm, zypper.release('aadsshlogin'));
     assert.doesNotMatch((await vm.root.readFile('/etc/zypp/locks')) ?? '', /aadsshlogin/);
-    await timed(t, 'zypper remove aadsshlogin', () =>
-      okInVm(vm, ['zypper', '-q', '-n', 'remove', 'aadsshlogin']),
-    );
-    assert.notEqual((await inVm(vm, ['rpm', '-q', 'aadsshlogin'])).exitCode, 0);
+    await timed(t, 'zypper remove aadsshlogin', () => okInVm(vm, zypper.remove(['aadsshlogin'])));
+    assert.notEqual((await inVm(vm, query)).exitCode, 0);
   });
 });
 
