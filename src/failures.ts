@@ -16,6 +16,11 @@ export interface FailureKind {
   title: string;
   /** What the operator does about it. */
   remedy: string;
+  /**
+   * The status file's `code` when it differs from the exit code: a Windows error (an HRESULT) that
+   * does not fit in an exit status is reported in full there, and in the message.
+   */
+  statusCode?: number;
 }
 
 export const failureKinds = {
@@ -54,6 +59,49 @@ export const failureKinds = {
     title: 'The deprecated AADLoginForLinux extension is still installed.',
     remedy:
       'Remove AADLoginForLinux first (az vm extension delete --name AADLoginForLinux), then install AADSSHLoginForLinux. If its removal is stuck, remove the packages by hand, aadlogin first, then aadlogin-selinux (apt remove --purge, yum remove or zypper remove; see "Problems deleting the old (AADLoginForLinux) extension" in the documentation).',
+  },
+  entraTenantUnavailable: {
+    code: 30,
+    blame: 'vm-configuration',
+    title:
+      "Terminal error 1007, DSREG_E_MSI_TENANTID_UNAVAILABLE (-2145648574): IMDS does not give the VM's tenant, so the VM has no system-assigned managed identity.",
+    remedy:
+      'Enable the system-assigned managed identity on the VM (az vm identity assign), then reinstall the extension.',
+    statusCode: -2145648574,
+  },
+  deviceRegistrationUnreachable: {
+    code: 31,
+    blame: 'vm-configuration',
+    title:
+      "DSREG_AUTOJOIN_DISC_FAILED (-2145648607): the cloud's device registration service cannot be reached.",
+    remedy:
+      'Check name resolution ("nslookup <endpoint>", and "nslookup <endpoint> 208.67.222.222" to compare with a public resolver) and that the firewall or proxy lets the VM reach it on TCP 443, then apply the extension again.',
+    statusCode: -2145648607,
+  },
+  joinedOtherwise: {
+    code: 32,
+    blame: 'vm-configuration',
+    title:
+      'DSREG_E_VM_JOINED_NOT_AZURESECUREVM (-2145648572): the VM is already joined to Microsoft Entra ID, but not by the secure VM join this extension uses.',
+    remedy:
+      'Leave the current join (dsregcmd /leave, as an administrator), restart, then apply the extension again.',
+    statusCode: -2145648572,
+  },
+  duplicateHostname: {
+    code: 33,
+    blame: 'vm-configuration',
+    title:
+      'DSREG_HOSTNAME_DUPLICATE (-2145648509): a device with the same name already exists in the tenant.',
+    remedy:
+      'Delete the stale device in Microsoft Entra ID (Devices, All devices) or give the VM a unique name, then apply the extension again.',
+    statusCode: -2145648509,
+  },
+  entraJoinFailed: {
+    code: 34,
+    blame: 'vm-configuration',
+    title: 'dsregcmd could not join the VM to Microsoft Entra ID, or leave it.',
+    remedy:
+      'See the code and dsregcmd output above, and the event log "Applications and Services Logs > Microsoft > Windows > User Device Registration > Admin", then apply the extension again.',
   },
   insufficientMemory: {
     code: 24,
@@ -95,7 +143,7 @@ export const failureKinds = {
     blame: 'vm-configuration',
     title: "This extension isn't supported on the VM's operating system.",
     remedy:
-      'See the supported distributions at https://learn.microsoft.com/entra/identity/devices/howto-vm-sign-in-azure-ad-linux#supported-linux-distributions-and-azure-regions.',
+      'See the supported operating systems: Linux https://learn.microsoft.com/entra/identity/devices/howto-vm-sign-in-azure-ad-linux#supported-linux-distributions-and-azure-regions, Windows https://learn.microsoft.com/entra/identity/devices/howto-vm-sign-in-azure-ad-windows#requirements.',
   },
   runtimeCannotStart: {
     code: 52,
@@ -166,24 +214,35 @@ export class HandlerFailure extends Error {
   override readonly name = 'HandlerFailure';
   /** The checks and steps that ran before and including the failing one. */
   readonly steps: readonly FailureStep[];
+  /** This occurrence's status code, when it is not the kind's (e.g. dsregcmd's own error). */
+  private readonly occurrenceStatusCode: number | undefined;
   constructor(
     readonly kind: FailureKindName,
     readonly detail: string,
-    options?: { cause?: unknown; steps?: readonly FailureStep[] },
+    options?: { cause?: unknown; steps?: readonly FailureStep[]; statusCode?: number },
   ) {
     super(detail, options);
     this.steps = options?.steps ?? [];
+    this.occurrenceStatusCode = options?.statusCode;
   }
 
   get code(): number {
     return failureKinds[this.kind].code;
   }
 
+  /** The status file's `code`: the exit code, or the full Windows error where there is one. */
+  get statusCode(): number {
+    const kind: FailureKind = failureKinds[this.kind];
+    return this.occurrenceStatusCode ?? kind.statusCode ?? this.code;
+  }
+
   /** The operator's message: what happened here, then what to do. */
   get operatorMessage(): string {
-    const kind = failureKinds[this.kind];
+    const kind: FailureKind = failureKinds[this.kind];
     const detail = this.detail.trim();
-    return `${detail || kind.title} ${kind.remedy}`;
+    // A documented Windows error leads with its documented name and number.
+    const title = kind.statusCode !== undefined && detail ? `${kind.title} ` : '';
+    return `${title}${detail || kind.title} ${kind.remedy}`;
   }
 }
 

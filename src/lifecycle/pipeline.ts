@@ -115,7 +115,7 @@ export async function runCommand<Settings>(
     const failure = toFailure(error);
     const message = redact(`${operation.title} failed: ${failure.operatorMessage}`, secrets);
     log?.error(message, { code: failure.code, kind: failure.kind });
-    const written = await report('error', failure.code, message, failure.steps);
+    const written = await report('error', failure.statusCode, message, failure.steps);
     if (!written) {
       const unwritable = new HandlerFailure('cannotWriteHandlerFiles', message);
       return { exitCode: unwritable.code, status: 'error', message: unwritable.operatorMessage };
