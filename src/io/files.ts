@@ -5,7 +5,8 @@ import path from 'node:path';
 /**
  * Replaces `file` with `content` so that a reader sees either the old or the new content, never
  * a mix: the content goes to a new temporary file in the same folder, is flushed to disk, and is
- * renamed over the target. A symlink planted at `file` is replaced, never followed.
+ * renamed over the target. A symlink planted at `file` is replaced, never followed. The file gets
+ * exactly `mode`, whatever the process's umask (apt reads keyrings as the unprivileged `_apt`).
  */
 export async function writeFileAtomic(
   file: string,
@@ -20,6 +21,7 @@ export async function writeFileAtomic(
     mode,
   );
   try {
+    await handle.chmod(mode);
     await handle.writeFile(content);
     await handle.sync();
   } catch (error) {

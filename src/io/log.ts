@@ -1,4 +1,12 @@
-import { appendFileSync, mkdirSync, renameSync, statSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  mkdirSync,
+  openSync,
+  renameSync,
+  statSync,
+  writeSync,
+} from 'node:fs';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import winston from 'winston';
@@ -45,6 +53,16 @@ export function redact(text: string, secrets: Iterable<string>): string {
     result = result.replace(pattern, replacement);
   }
   return result;
+}
+
+function redactFields(fields: LogFields | undefined, secrets: Iterable<string>) {
+  if (!fields) return undefined;
+  return Object.fromEntries(
+    Object.entries(fields).map(([key, value]) => [
+      key,
+      typeof value === 'string' ? redact(value, secrets) : value,
+    ]),
+  );
 }
 
 function formatFields(fields: LogFields | undefined): string {
@@ -112,14 +130,16 @@ export function createFileLog(options: FileLogOptions): Log {
   const logger = winston.createLogger({
     level: 'debug',
     transports: [transport],
+    // Redacted before formatting too: formatting escapes quotes, backslashes and newlines, and
+    // a secret holding one of them would no longer be found in the formatted line.
     format: winston.format.printf((info) =>
       redact(
         formatLine(
           new Date(),
           info.level,
           options.context,
-          String(info.message),
-          info.fields as LogFields,
+          redact(String(info.message), secrets),
+          redactFields(info.fields as LogFields | undefined, secrets),
         ),
         secrets,
       ),
@@ -147,7 +167,7 @@ export function createFileLog(options: FileLogOptions): Log {
 /**
  * A stream that appends each line synchronously (a command writes a few dozen lines, and none may
  * be lost when the process exits right after) and rotates by size: `file` → `file.1` → … →
- * `file.<maxFiles-1>`, the oldest dropped.
+ * `file.<maxFiles-1>`, the oldest dropped. A symlink at `file` makes the line a reported problem.
  */
 function rotatingFileStream(
   file: string,
@@ -175,7 +195,19 @@ function rotatingFileStream(
     write(chunk: Buffer, _encoding, next) {
       try {
         rotateFor(chunk.length);
-        appendFileSync(file, chunk, { mode: 0o644 });
+        // O_NOFOLLOW: a symlink planted at the log's name is never written through.
+        const fd = openSync(
+          file,
+          constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | (constants.O_NOFOLLOW ?? 0),
+          0o644,
+        );
+        try {
+          for (let written = 0; written < chunk.length; ) {
+            written += writeSync(fd, chunk, written);
+          }
+        } finally {
+          closeSync(fd);
+        }
       } catch (error) {
         problem(`cannot write log ${file}: ${(error as Error).message}`);
       }

@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { HandlerFailure, toFailure } from '../failures.js';
+import { failureKinds, HandlerFailure, toFailure } from '../failures.js';
 import type { Clock } from '../io/clock.js';
 import { errorMessage } from '../io/files.js';
 import { type Log, type LogContext, redact } from '../io/log.js';
@@ -13,6 +13,7 @@ import { decryptProtectedSettings, secretValues } from '../protocol/protected-se
 import { resolveSequenceNumber } from '../protocol/sequence.js';
 import { readSettings } from '../protocol/settings.js';
 import {
+  MAX_MESSAGE_CHARS,
   type StatusReport,
   type StatusValue,
   type Substatus,
@@ -113,8 +114,9 @@ export async function runCommand<Settings>(
 
   const fail = async (error: unknown): Promise<CommandResult> => {
     const failure = toFailure(error);
-    const message = redact(`${operation.title} failed: ${failure.operatorMessage}`, secrets);
-    log?.error(message, { code: failure.code, kind: failure.kind });
+    const full = redact(`${operation.title} failed: ${failure.operatorMessage}`, secrets);
+    log?.error(full, { code: failure.code, kind: failure.kind });
+    const message = keepRemedy(full, failureKinds[failure.kind].remedy);
     const written = await report('error', failure.statusCode, message, failure.steps);
     if (!written) {
       const unwritable = new HandlerFailure('cannotWriteHandlerFiles', message);
@@ -216,7 +218,10 @@ export async function runCommand<Settings>(
       processes: deps.processes,
     };
     const outcome = await deadline.race(work(verb, extension, context, agent));
-    const message = `${operation.title} ${outcome.status === 'success' ? 'succeeded' : 'finished with warnings'}: ${outcome.message}`;
+    const message = redact(
+      `${operation.title} ${outcome.status === 'success' ? 'succeeded' : 'finished with warnings'}: ${outcome.message}`,
+      secrets,
+    );
     await saveState(store, current, verb, outcome, {
       sequenceNumber,
       version,
@@ -236,6 +241,16 @@ export async function runCommand<Settings>(
     await lock?.release().catch(() => undefined);
     await log?.close();
   }
+}
+
+/**
+ * A failure message within what the agent shows (it cuts at MAX_MESSAGE_CHARS): a long detail (a
+ * long mirror URL, a tool's output) is shortened, never the remedy at the end, which is the part
+ * a person acts on.
+ */
+function keepRemedy(message: string, remedy: string): string {
+  if (message.length <= MAX_MESSAGE_CHARS || !message.endsWith(remedy)) return message;
+  return `${message.slice(0, MAX_MESSAGE_CHARS - remedy.length - 3)} … ${remedy}`;
 }
 
 /**

@@ -18,21 +18,29 @@ export interface PublicKey {
   packets: Buffer;
 }
 
-/** The binary packets of an armored block; `undefined` if the text is not ASCII armor. */
+/**
+ * The binary packets of the armored blocks in `text`, in order (a key file may hold several, as
+ * `gpg --import` accepts); `undefined` if the text holds no ASCII armor.
+ */
 export function dearmor(text: string): Buffer | undefined {
-  const match =
-    /-----BEGIN PGP PUBLIC KEY BLOCK-----\r?\n([\s\S]*?)-----END PGP PUBLIC KEY BLOCK-----/.exec(
-      text,
-    );
-  if (!match?.[1]) return undefined;
-  const lines = match[1].split(/\r?\n/);
-  // Armor headers ("Comment: …") end at the first blank line, when there are any.
-  const blank = lines.findIndex((line) => line.trim() === '');
-  const hasHeaders = lines.slice(0, Math.max(blank, 0)).every((line) => /^[A-Za-z-]+: /.test(line));
-  const body = (blank > 0 && hasHeaders ? lines.slice(blank + 1) : lines)
-    .map((line) => line.trim())
-    .filter((line) => line !== '' && !line.startsWith('='));
-  const bytes = Buffer.from(body.join(''), 'base64');
+  const blocks = text.matchAll(
+    /-----BEGIN PGP PUBLIC KEY BLOCK-----\r?\n([\s\S]*?)-----END PGP PUBLIC KEY BLOCK-----/g,
+  );
+  const parts: Buffer[] = [];
+  for (const match of blocks) {
+    if (!match[1]) continue;
+    const lines = match[1].split(/\r?\n/);
+    // Armor headers ("Comment: …") end at the first blank line, when there are any.
+    const blank = lines.findIndex((line) => line.trim() === '');
+    const hasHeaders = lines
+      .slice(0, Math.max(blank, 0))
+      .every((line) => /^[A-Za-z-]+: /.test(line));
+    const body = (blank > 0 && hasHeaders ? lines.slice(blank + 1) : lines)
+      .map((line) => line.trim())
+      .filter((line) => line !== '' && !line.startsWith('='));
+    parts.push(Buffer.from(body.join(''), 'base64'));
+  }
+  const bytes = Buffer.concat(parts);
   return bytes.length > 0 ? bytes : undefined;
 }
 

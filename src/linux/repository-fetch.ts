@@ -1,4 +1,5 @@
-import { HandlerFailure, toFailure } from '../failures.js';
+import { HandlerFailure } from '../failures.js';
+import { errorMessage } from '../io/files.js';
 import type { Log } from '../io/log.js';
 import { type PublicKey, trustedKeys } from './keys.js';
 import type { Machine } from './machine.js';
@@ -41,7 +42,7 @@ export async function fetchTrustedKeys(job: FetchJob, plan: InstallPlan): Promis
     } catch (error) {
       throw new HandlerFailure(
         'repositoryUnavailable',
-        `${url} did not answer with an OpenPGP key (${toFailure(error).message}): a proxy or captive portal may be answering instead of the repository.`,
+        `${url} did not answer with an OpenPGP key (${errorMessage(error)}): a proxy or captive portal may be answering instead of the repository.`,
       );
     }
     for (const key of split.trusted) {

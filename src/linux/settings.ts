@@ -4,11 +4,16 @@ import { HandlerFailure } from '../failures.js';
 /**
  * AADSSHLoginForLinux's public settings (all optional; see the contract). A mirror URL is written
  * into repository files, so it must be a plain http(s) URL: no whitespace, quotes or control
- * characters that could add lines to a repository file.
+ * characters (`\p{Cc}`: NUL, ESC, DEL, NEL …) that could add lines to a repository file, and one
+ * that parses as a URL.
  */
 const baseUrlSchema = z
   .string()
-  .regex(/^https?:\/\/[^\s"'`\\]+$/, 'must be an http:// or https:// URL without spaces or quotes')
+  .regex(
+    /^https?:\/\/[^\s"'`\\\p{Cc}]+$/u,
+    'must be an http:// or https:// URL without spaces, quotes or control characters',
+  )
+  .refine((url) => URL.canParse(url), 'must be an http:// or https:// URL that parses')
   .transform((url) => url.replace(/\/+$/, ''));
 
 const fingerprintSchema = z

@@ -7,6 +7,7 @@ import { emptyState, type HandlerState } from '../../src/lifecycle/state.js';
 import { parseOsRelease } from '../../src/linux/checks/os-release.js';
 import { converge, type InstallJob, removeInstallation } from '../../src/linux/installer.js';
 import { readInstallation } from '../../src/linux/journal.js';
+import { armor, dearmor, publicKeys } from '../../src/linux/keys.js';
 import type { Machine } from '../../src/linux/machine.js';
 import { KEY_FILE, WRITTEN_BY } from '../../src/linux/repository.js';
 import { parseLinuxSettings } from '../../src/linux/settings.js';
@@ -387,4 +388,95 @@ describe('converge on rpm families', () => {
     const remove = vm.commands.indexOf('zypper -q -n remove aadsshlogin');
     assert.ok(unlock >= 0 && remove > unlock, vm.commands.join('\n'));
   });
+});
+
+describe('only trusted keys, and only a repository that passes signature checks', () => {
+  // Security (project issue 7): what reaches the keyring is exactly the trusted keys; a key file
+  // that is not a key, and a repository whose signatures the package manager rejects, leave
+  // nothing behind and install nothing.
+  const fingerprintsIn = (keyring: Buffer | undefined) =>
+    publicKeys(keyring ?? Buffer.alloc(0)).map((key) => key.fingerprint);
+
+  test('a key file holding a stranger and the trusted key: only the trusted key is installed', async () => {
+    const mixed = armor(
+      Buffer.concat([
+        dearmor(otherArmored) ?? Buffer.alloc(0),
+        dearmor(trustedArmored) ?? Buffer.alloc(0),
+      ]),
+    );
+    const vm = fakeVm({
+      answers: { [`${BASE}/keys/microsoft.asc`]: { status: 200, body: mixed } },
+    });
+    const run = await job(vm, 'debian-12');
+    await converge(run);
+    assert.deepEqual(fingerprintsIn(vm.files.get(KEY_FILE.apt)), [trustedFingerprint]);
+    assert.ok(
+      run.log.lines.some((line) =>
+        /^Not trusted, not installed: keys [0-9A-F]{40} from/.test(line.message),
+      ),
+    );
+  });
+
+  // Also a regression: only the first armored block of a key file was read, so a trusted key in
+  // a second block was missed (27 where gpg --import would have found it).
+  test('rpm families: the key file imported into rpm holds only the trusted key', async () => {
+    const mixed = `${otherArmored}${trustedArmored}`;
+    const vm = fakeVm({
+      answers: { [`${BASE}/keys/microsoft.asc`]: { status: 200, body: mixed } },
+    });
+    await converge(await job(vm, 'almalinux-9.4'));
+    const armored = vm.files.get(KEY_FILE.rpm)?.toString() ?? '';
+    assert.deepEqual(fingerprintsIn(dearmor(armored)), [trustedFingerprint]);
+    assert.deepEqual(
+      vm.commands.filter((line) => line.startsWith('rpm --import')),
+      [`rpm --import ${KEY_FILE.rpm}`],
+    );
+  });
+
+  test('an untrusted microsoft.asc beside a trusted microsoft-2025.asc: only the trusted one', async () => {
+    const vm = fakeVm({
+      answers: {
+        [`${BASE}/keys/microsoft.asc`]: { status: 200, body: otherArmored },
+        [`${BASE}/keys/microsoft-2025.asc`]: { status: 200, body: trustedArmored },
+      },
+    });
+    await converge(await job(vm, 'debian-12'));
+    assert.deepEqual(fingerprintsIn(vm.files.get(KEY_FILE.apt)), [trustedFingerprint]);
+  });
+
+  test('a key file that is not a key (a captive portal): 20, nothing written or installed', async () => {
+    const vm = fakeVm({
+      answers: {
+        [`${BASE}/keys/microsoft.asc`]: { status: 200, body: '<html>Sign in to Wi-Fi</html>' },
+      },
+    });
+    const error = await failure(converge(await job(vm, 'debian-12')));
+    assert.equal(error.code, 20);
+    assert.match(error.detail, /did not answer with an OpenPGP key \(not an ASCII-armored/);
+    assert.equal(vm.files.size, 0);
+    assert.deepEqual(installs(vm), []);
+  });
+
+  for (const [osName, refresh, file] of [
+    ['debian-12', 'apt-get update', LIST],
+    [
+      'almalinux-9.4',
+      'dnf -q -y --disablerepo=* --enablerepo=packages-microsoft-com-prod makecache',
+      REPO,
+    ],
+  ] as const) {
+    test(`${osName}: a repository whose signatures fail the refresh is removed again, nothing installed`, async () => {
+      const vm = fakeVm({ failing: [refresh] });
+      const run = await job(vm, osName);
+      const error = await failure(converge(run));
+      assert.equal(error.code, 20);
+      assert.match(error.detail, /failed on purpose/);
+      assert.match(error.detail, /returned to how it was/);
+      assert.ok(vm.commands.some((line) => line.startsWith(refresh)));
+      assert.deepEqual(installs(vm), []);
+      assert.equal(vm.files.has(file), false, 'the repository file is gone');
+      assert.equal(vm.files.size, 0, [...vm.files.keys()].join(', '));
+      assert.deepEqual(run.state().journal, []);
+    });
+  }
 });
