@@ -17,10 +17,11 @@
  *   machine's or the user's rpm/dnf/zypper state.
  * - {@link vmRoot}: a fresh copy of the root of a test VM, for the handler to change as it changes
  *   a VM (see vm.ts, which runs it chrooted in a world): `debian` (the debootstrap root with what
- *   the handler runs beyond minbase) or `rpm` (that root with Debian's dnf, zypper, rpm and gpg,
- *   set up as on RHEL and SUSE), each cached in testCacheDir()/vm-<kind>-bookworm-v1 and built on
+ *   the handler runs beyond minbase), `rpm` (that root with Debian's dnf, zypper, rpm and gpg,
+ *   set up as on RHEL and SUSE) or `agent` (the `debian` root with Python 3 for the guest agent,
+ *   see agent-vm.ts), each cached in testCacheDir()/vm-<kind>-bookworm-v1 and built on
  *   first use by the root's own apt from deb.debian.org (5 to 25 s each, measured; copied in
- *   0.2 to 8 s depending on the machine's load: 90 and 280 MB).
+ *   0.2 to 8 s depending on the machine's load: 90, 280 and 130 MB).
  *
  * Nothing here changes `process.env` or the working directory.
  */
@@ -374,9 +375,11 @@ async function copyOfRoot(cache: string, prefix: string): Promise<DebianRoot> {
 /**
  * - `debian`: a Debian 12 VM (minbase, and what the handler runs beyond it);
  * - `rpm`: a VM of the rpm family (RHEL and its rebuilds, SLES, openSUSE): Debian 12 underneath,
- *   with dnf, zypper and rpm set up as on those systems; the test gives it the os-release.
+ *   with dnf, zypper and rpm set up as on those systems; the test gives it the os-release;
+ * - `agent`: the `debian` VM with what the guest agent (WALinuxAgent) needs to run in it: Python 3
+ *   and the modules Debian's waagent package depends on (agent-vm.ts puts the agent's code in).
  */
-export type VmKind = 'debian' | 'rpm';
+export type VmKind = 'debian' | 'rpm' | 'agent';
 
 /**
  * What the handler runs beyond minbase (which has uname, /bin/sh, dpkg-query, apt-get, apt-mark
@@ -385,6 +388,12 @@ export type VmKind = 'debian' | 'rpm';
 const DEBIAN_VM_PACKAGES = ['openssl'];
 /** The rpm family's tools as Debian packages them; gpg is what rpm, dnf and zypper verify with. */
 const RPM_VM_PACKAGES = ['dnf', 'zypper', 'rpm', 'gpg'];
+/**
+ * What Debian's waagent 2.7.3.0 package depends on to run (and upstream's agent too): Python 3,
+ * `distro` (it names the distribution) and `distutils` (2.7.3.0 imports `distutils.version`).
+ * openssl, which it also needs, is in the `debian` root already.
+ */
+const AGENT_VM_PACKAGES = ['python3', 'python3-distro', 'python3-distutils'];
 
 export interface VmRoot extends DebianRoot {
   readonly kind: VmKind;
@@ -400,6 +409,14 @@ export function vmRootCacheDir(kind: VmKind): string {
 const VM_ROOT_COMPLETE: Readonly<Record<VmKind, readonly string[]>> = {
   debian: ['usr/bin/openssl'],
   rpm: ['usr/bin/dnf', 'usr/bin/zypper', 'etc/rpm/macros', 'var/lib/rpm'],
+  agent: ['usr/bin/python3', 'usr/lib/python3/dist-packages/distro', 'usr/bin/openssl'],
+};
+
+/** The packages each kind adds to the root it is made from. */
+const VM_PACKAGES: Readonly<Record<VmKind, readonly string[]>> = {
+  debian: DEBIAN_VM_PACKAGES,
+  rpm: RPM_VM_PACKAGES,
+  agent: AGENT_VM_PACKAGES,
 };
 
 const vmRootPromises = new Map<VmKind, Promise<string>>();
@@ -427,9 +444,11 @@ export async function vmRoot(kind: VmKind): Promise<VmRoot> {
 /**
  * debian: a copy of the debootstrap cache with {@link DEBIAN_VM_PACKAGES} installed by its own
  * apt, chrooted, from deb.debian.org (its sources.list) on the machine's network, and /etc/os-release
- * a file; rpm: a copy of that with {@link RPM_VM_PACKAGES} and {@link makeRpmFamily}.
+ * a file; rpm: a copy of that with {@link RPM_VM_PACKAGES} and {@link makeRpmFamily}; agent: a
+ * copy of debian with {@link AGENT_VM_PACKAGES}.
  */
 async function buildVmRoot(kind: VmKind): Promise<string> {
+  // rpm and agent start from the debian VM, so they share its work (and its cache).
   const from =
     kind === 'debian' ? await ensureDebootstrapCache() : await ensureVmRootCache('debian');
   return buildCache(vmRootCacheDir(kind), VM_ROOT_COMPLETE[kind], async (partial) => {
@@ -440,7 +459,7 @@ async function buildVmRoot(kind: VmKind): Promise<string> {
     if (copy.exitCode !== 0) throw new Error(`cp -a ${from}/. ${partial} failed: ${copy.stderr}`);
     // A VM's / is 0755 (mkdtemp made 0700): apt's _apt user, and any other, must get through.
     await fs.chmod(partial, 0o755);
-    await aptInstall(partial, kind === 'debian' ? DEBIAN_VM_PACKAGES : RPM_VM_PACKAGES);
+    await aptInstall(partial, VM_PACKAGES[kind]);
     if (kind === 'debian') {
       // Debian's /etc/os-release is a link to ../usr/lib/os-release. As a file, a world's
       // osRelease binds over it; over a link it would need an overlay on /etc, which would keep
@@ -448,7 +467,7 @@ async function buildVmRoot(kind: VmKind): Promise<string> {
       const text = await fs.readFile(path.join(partial, 'usr/lib/os-release'), 'utf8');
       await fs.rm(path.join(partial, 'etc/os-release'));
       await fs.writeFile(path.join(partial, 'etc/os-release'), text, { mode: 0o644 });
-    } else {
+    } else if (kind === 'rpm') {
       await makeRpmFamily(partial);
     }
   });

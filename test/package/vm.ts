@@ -45,8 +45,8 @@ import { createWorld, imdsToken, TOKEN_PATH, type World, type WorldOptions } fro
 export interface LinuxVmOptions extends Omit<WorldOptions, 'root' | 'binds'> {
   kind: VmKind;
   /**
-   * /etc/os-release (and /usr/lib/os-release, see WorldOptions). Default: for `debian`, the
-   * root's own (Debian 12); for `rpm`, RHEL 9.4's (test/fixtures/os-release/rhel-9.4).
+   * /etc/os-release (and /usr/lib/os-release, see WorldOptions). Default: for `debian` and
+   * `agent`, the root's own (Debian 12); for `rpm`, RHEL 9.4's (test/fixtures/os-release/rhel-9.4).
    */
   osRelease?: string | null;
   /** Names the sandbox's temporary folder. Default: the kind. */
@@ -54,8 +54,9 @@ export interface LinuxVmOptions extends Omit<WorldOptions, 'root' | 'binds'> {
   /** More folders of the machine shown at the same path inside (the sandbox always is). */
   binds?: readonly string[];
   /**
-   * The repository stand-in. Default: for `debian`, the Debian bookworm apt repository; for
-   * `rpm`, `rhel/9/prod` and `sles/15/prod`; the default packages and the test signing key.
+   * The repository stand-in. Default: for `debian` and `agent`, the Debian bookworm apt
+   * repository; for `rpm`, `rhel/9/prod` and `sles/15/prod`; the default packages and the test
+   * signing key.
    */
   repository?: PmcRepositoryOptions;
   /** The server's scripted faults from the start (`vm.server.setFaults` changes them later). */
@@ -83,7 +84,7 @@ export interface LinuxVm {
 
 /** The repositories a VM gets when the test does not say (see {@link LinuxVmOptions}). */
 function defaultRepositories(kind: VmKind): Pick<PmcRepositoryOptions, 'apt' | 'rpm'> {
-  return kind === 'debian'
+  return kind !== 'rpm'
     ? { apt: [{ distro: 'debian', codename: 'bookworm' }], rpm: [] }
     : { apt: [], rpm: ['rhel/9/prod', 'sles/15/prod'] };
 }
