@@ -230,6 +230,18 @@ export class HandlerFailure extends Error {
     return failureKinds[this.kind].code;
   }
 
+  /**
+   * The same failure with its steps (and optionally its detail) replaced, keeping its kind, its
+   * status code and its cause: how a caller adds the steps it knows about on the way up.
+   */
+  with(change: { steps?: readonly FailureStep[]; detail?: string }): HandlerFailure {
+    return new HandlerFailure(this.kind, change.detail ?? this.detail, {
+      cause: this.cause ?? this,
+      steps: change.steps ?? this.steps,
+      statusCode: this.occurrenceStatusCode,
+    });
+  }
+
   /** The status file's `code`: the exit code, or the full Windows error where there is one. */
   get statusCode(): number {
     const kind: FailureKind = failureKinds[this.kind];

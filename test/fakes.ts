@@ -62,8 +62,38 @@ export function fakeProcesses(
   };
 }
 
+/** Runs `body` with a new temporary folder, and always removes the folder. */
+export async function withTemporaryFolder<T>(body: (dir: string) => Promise<T>): Promise<T> {
+  const { dir, cleanup } = await temporaryFolder();
+  try {
+    return await body(dir);
+  } finally {
+    await cleanup();
+  }
+}
+
 /** A temporary folder, removed by the returned cleanup. */
 export async function temporaryFolder(): Promise<{ dir: string; cleanup(): Promise<void> }> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'aad-handler-test-'));
   return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/**
+ * A machine's files in memory, as the installer's `Machine` reads and writes them: the map is the
+ * file system (tests look at it directly), and a folder lists the files under it.
+ */
+export function memoryFiles(files: Map<string, Buffer>) {
+  return {
+    readFile: async (file: string) => files.get(file),
+    writeFile: async (file: string, content: string | Uint8Array) => {
+      files.set(file, Buffer.from(content));
+    },
+    removeFile: async (file: string) => {
+      files.delete(file);
+    },
+    listDirectory: async (folder: string) =>
+      [...files.keys()]
+        .filter((file) => file.startsWith(`${folder}/`))
+        .map((file) => file.slice(folder.length + 1)),
+  };
 }

@@ -1,4 +1,4 @@
-import { HandlerFailure, toFailure } from '../failures.js';
+import { toFailure } from '../failures.js';
 import type { Extension, OperationContext, Outcome } from '../lifecycle/extension.js';
 import { runChecks } from './checks/index.js';
 import { converge, removeInstallation } from './installer.js';
@@ -97,9 +97,6 @@ async function configureVm(
     };
   } catch (error) {
     const failure = toFailure(error);
-    throw new HandlerFailure(failure.kind, failure.detail, {
-      cause: error,
-      steps: [...checks.steps, ...failure.steps],
-    });
+    throw failure.with({ steps: [...checks.steps, ...failure.steps] });
   }
 }

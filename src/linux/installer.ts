@@ -20,7 +20,7 @@ import {
   undoChanges,
 } from './journal.js';
 import { armor, type PublicKey } from './keys.js';
-import type { Machine } from './machine.js';
+import { type Machine, runOn } from './machine.js';
 import { waitForPackageManager } from './package-lock.js';
 import { type Command, type PackageManager, packageManagers } from './package-managers/index.js';
 import { rpmKeyName, rpmKeys } from './package-managers/rpm-family.js';
@@ -34,8 +34,8 @@ import type { LinuxSettings } from './settings.js';
 /**
  * Steps 5–8 of the Linux lifecycle, after the checks: the repository, the packages, the
  * registrations they make, and warnings about sshd settings. `converge` is what install and
- * enable run: it plans, and applies only what is missing, so a converged VM costs one package
- * query and a few file reads. Every change is journalled before it is made (see journal.ts); a
+ * enable run: it plans, and applies only what is missing, so a converged VM costs one query of our
+ * packages and a few file reads. Every change is journalled before it is made (see journal.ts); a
  * failure undoes this run's changes before it is reported.
  */
 export interface InstallJob {
@@ -105,7 +105,6 @@ export async function converge(job: InstallJob): Promise<ConvergeResult> {
     plan.packages.missing.length === 0 &&
     holdsMissing.length === 0;
 
-  let changedNothing = true;
   if (converged) {
     steps.push({
       name: 'Repository',
@@ -121,7 +120,6 @@ export async function converge(job: InstallJob): Promise<ConvergeResult> {
     });
     log.info('Nothing to install: the repository and the packages are in place');
   } else {
-    changedNothing = false;
     try {
       await apply(job, plan, manager, repository, steps, holdsMissing);
     } catch (error) {
@@ -149,7 +147,7 @@ export async function converge(job: InstallJob): Promise<ConvergeResult> {
         steps: [...steps],
       },
     );
-    if (changedNothing) throw failure;
+    if (converged) throw failure;
     await rollBack(job, failure);
   }
   steps.push({
@@ -172,7 +170,7 @@ export async function converge(job: InstallJob): Promise<ConvergeResult> {
   return {
     installation: readInstallation(state),
     steps,
-    summary: changedNothing
+    summary: converged
       ? `${installedList(plan)} already installed and registered; nothing changed.`
       : `${installedList(plan)} installed and registered.`,
   };
@@ -255,7 +253,7 @@ async function apply(
   };
   const failStep = (name: string, failure: HandlerFailure): never => {
     steps.push({ name, status: 'error', code: failure.code, message: failure.detail });
-    throw new HandlerFailure(failure.kind, failure.detail, { steps: [...steps] });
+    throw failure.with({ steps: [...steps] });
   };
 
   // Network first, before anything changes: the keys, and which repository folder exists.
@@ -371,10 +369,7 @@ async function rollBack(job: InstallJob, error: unknown): Promise<never> {
     left.length === 0
       ? ' The VM was returned to how it was before this run.'
       : ` Could not undo ${left.map(describeChange).join('; ')}: the next command retries.`;
-  throw new HandlerFailure(failure.kind, `${failure.detail}${undone}`, {
-    cause: error,
-    steps: failure.steps,
-  });
+  throw failure.with({ detail: `${failure.detail}${undone}` });
 }
 
 /** A run killed halfway left its journal: undo it before anything else. */
@@ -453,12 +448,8 @@ async function waitForLocks(job: RemovalJob, manager: PackageManager): Promise<v
 
 /** Runs a package-manager command, logging it with its exit code and duration. */
 async function runCommand(job: InstallJob, command: Command) {
-  const [file, ...args] = command.argv;
   const started = job.machine.clock.now().getTime();
-  const result = await job.machine.processes.run(file ?? 'false', args, {
-    signal: job.signal,
-    env: { ...job.machine.proxyEnvironment, ...command.env },
-  });
+  const result = await runOn(job.machine, command, job.signal);
   const fields = {
     exitCode: result.exitCode,
     durationMs: job.machine.clock.now().getTime() - started,

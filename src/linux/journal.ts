@@ -3,8 +3,8 @@ import { z } from 'zod';
 import { errorMessage } from '../io/files.js';
 import type { Log } from '../io/log.js';
 import type { HandlerState } from '../lifecycle/state.js';
-import type { Machine } from './machine.js';
-import { type ManagerName, packageManagers } from './package-managers/index.js';
+import { type Machine, runOn } from './machine.js';
+import { type Command, type ManagerName, packageManagers } from './package-managers/index.js';
 import { rpmKeys } from './package-managers/rpm-family.js';
 
 /**
@@ -135,14 +135,7 @@ export function describeChange(change: Change): string {
 }
 
 async function undo(change: Change, { machine, log, signal }: UndoOptions): Promise<void> {
-  const run = async (argv: readonly string[], env?: Readonly<Record<string, string>>) => {
-    const [file, ...args] = argv;
-    const result = await machine.processes.run(file ?? 'false', args, {
-      ...(signal ? { signal } : {}),
-      env: { ...machine.proxyEnvironment, ...env },
-    });
-    return result;
-  };
+  const run = (command: Command) => runOn(machine, command, signal);
   const check = (result: { exitCode: number; stderr: string }, what: string) => {
     if (result.exitCode !== 0) {
       throw new Error(`${what} exited ${result.exitCode}: ${lastLines(result.stderr)}`);
@@ -166,26 +159,26 @@ async function undo(change: Change, { machine, log, signal }: UndoOptions): Prom
     case 'packages': {
       const manager = packageManagers[change.manager];
       const query = manager.queryInstalled(change.names);
-      const installed = manager.parseInstalled((await run(query.argv, query.env)).stdout);
+      const installed = manager.parseInstalled((await run(query)).stdout);
       // Removed in the reverse of install order: aadsshlogin before aadsshlogin-selinux.
       for (const name of [...change.names].reverse()) {
         if (!installed.has(name)) continue;
         const command = manager.remove([name]);
-        check(await run(command.argv, command.env), command.argv.join(' '));
+        check(await run(command), command.argv.join(' '));
         log.info(`Undone: the installation of ${name}`);
       }
       return;
     }
     case 'hold': {
       const command = packageManagers[change.manager].release(change.name);
-      check(await run(command.argv, command.env), command.argv.join(' '));
+      check(await run(command), command.argv.join(' '));
       log.info(`Undone: ${describeChange(change)}`);
       return;
     }
     case 'rpmKey': {
-      if ((await run(rpmKeys.query(change.name).argv)).exitCode !== 0) return;
+      if ((await run(rpmKeys.query(change.name))).exitCode !== 0) return;
       const command = rpmKeys.remove(change.name);
-      check(await run(command.argv), command.argv.join(' '));
+      check(await run(command), command.argv.join(' '));
       log.info(`Undone: ${describeChange(change)}`);
       return;
     }

@@ -3,10 +3,11 @@ import path from 'node:path';
 import type { Clock } from '../io/clock.js';
 import { isNotFound, writeFileAtomic } from '../io/files.js';
 import type { FetchOptions, FetchResult } from '../io/http.js';
-import type { Processes } from '../io/processes.js';
+import type { Processes, RunResult } from '../io/processes.js';
 import { proxyEnvironment } from '../io/proxy-environment.js';
 import type { LockProbe } from './package-lock.js';
 import { systemLockProbe } from './package-lock-probe.js';
+import type { Command } from './package-managers/index.js';
 
 /**
  * What installing and removing the packages touches on the VM: files, programs, the repository
@@ -52,4 +53,17 @@ export function realMachine(processes: Processes, clock: Clock): Machine {
     lockProbe: systemLockProbe,
     clock,
   };
+}
+
+/** Runs a package-manager command on the machine, with the proxy variables and its own environment. */
+export function runOn(
+  machine: Machine,
+  command: Command,
+  signal?: AbortSignal,
+): Promise<RunResult> {
+  const [file, ...args] = command.argv;
+  return machine.processes.run(file ?? 'false', args, {
+    ...(signal ? { signal } : {}),
+    env: { ...machine.proxyEnvironment, ...command.env },
+  });
 }

@@ -53,11 +53,7 @@ export function createAadLoginForWindows(
           };
         } catch (error) {
           const failure = toFailure(error);
-          throw new HandlerFailure(failure.kind, failure.detail, {
-            cause: error,
-            steps: [checked, ...failure.steps],
-            statusCode: failure.statusCode,
-          });
+          throw failure.with({ steps: [checked, ...failure.steps] });
         }
       },
       disable: async () => ({

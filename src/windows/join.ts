@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { type Cloud, cloudNamed, clouds } from '../clouds.js';
-import { type FailureStep, HandlerFailure, toFailure } from '../failures.js';
+import { clouds, readCloud } from '../clouds.js';
+import { type FailureStep, failureKinds, HandlerFailure, toFailure } from '../failures.js';
 import { describeBody, getWithRetries } from '../io/imds.js';
 import type { Log } from '../io/log.js';
 import { CDJ_KEY, PKU2U_KEY, type WindowsPlatform } from './platform.js';
@@ -18,15 +18,10 @@ export interface JoinJob {
 }
 
 export const IDENTITY_INFO_PATH = '/metadata/identity/info?api-version=2018-02-01';
-const AZ_ENVIRONMENT_PATH =
-  '/metadata/instance/compute/azEnvironment?api-version=2018-10-01&format=text';
 const IMDS_BUDGET_MS = 60_000;
 
-/** dsregcmd's answers that mean something to the operator (signed 32-bit HRESULTs). */
-export const DSREG = {
-  joinedNotAzureSecureVm: -2145648572,
-  hostnameDuplicate: -2145648509,
-} as const;
+/** The dsregcmd answers with a documented meaning, by their status code in the catalogue. */
+const DOCUMENTED_JOIN_ERRORS = ['joinedOtherwise', 'duplicateHostname'] as const;
 
 /** An exit code as Windows gives it (Node may report 0x801C0044 as 2149318724) as a signed 32-bit number. */
 export function signed32(code: number): number {
@@ -52,10 +47,7 @@ export async function joinEntra(job: JoinJob): Promise<{ message: string; steps:
   };
   const fail = (name: string, failure: HandlerFailure): never => {
     steps.push({ name, status: 'error', code: failure.statusCode, message: failure.detail });
-    throw new HandlerFailure(failure.kind, failure.detail, {
-      steps: [...steps],
-      statusCode: failure.statusCode,
-    });
+    throw failure.with({ steps: [...steps] });
   };
 
   log.info('Adding Registry Settings.');
@@ -82,7 +74,8 @@ export async function joinEntra(job: JoinJob): Promise<{ message: string; steps:
   }
   succeed('Tenant', `The VM's tenant is ${tenant}.`);
 
-  const cloud = (await readCloud(job)) ?? clouds[0];
+  const cloud =
+    (await readCloud(platform.imds, { clock: platform.clock, signal: job.signal })) ?? clouds[0];
   const endpoint = `https://${cloud?.deviceRegistration ?? 'enterpriseregistration.windows.net'}/`;
   const reachable = await platform.reachable(endpoint, job.signal);
   if (!reachable.ok) {
@@ -109,22 +102,16 @@ export async function joinEntra(job: JoinJob): Promise<{ message: string; steps:
   const code = signed32(joined.exitCode);
   if (code !== 0) {
     const output = lastLine(joined.stdout || joined.stderr);
-    const failure =
-      code === DSREG.joinedNotAzureSecureVm
-        ? new HandlerFailure(
-            'joinedOtherwise',
-            `dsregcmd /AzureSecureVMJoin answered ${code}: ${output}`,
-          )
-        : code === DSREG.hostnameDuplicate
-          ? new HandlerFailure(
-              'duplicateHostname',
-              `dsregcmd /AzureSecureVMJoin answered ${code}: ${output}`,
-            )
-          : new HandlerFailure(
-              'entraJoinFailed',
-              `dsregcmd /AzureSecureVMJoin failed with ${code} (0x${(code >>> 0).toString(16).toUpperCase()}): ${output}`,
-              { statusCode: code },
-            );
+    const documented = DOCUMENTED_JOIN_ERRORS.find(
+      (kind) => failureKinds[kind].statusCode === code,
+    );
+    const failure = documented
+      ? new HandlerFailure(documented, `dsregcmd /AzureSecureVMJoin answered ${code}: ${output}`)
+      : new HandlerFailure(
+          'entraJoinFailed',
+          `dsregcmd /AzureSecureVMJoin failed with ${code} (0x${(code >>> 0).toString(16).toUpperCase()}): ${output}`,
+          { statusCode: code },
+        );
     fail('Join', failure);
   }
   const after = parseDsregStatus((await platform.dsregcmd(['/status'], job.signal)).stdout);
@@ -193,15 +180,6 @@ async function readTenant(job: JoinJob): Promise<string> {
     'entraTenantUnavailable',
     `IMDS ${IDENTITY_INFO_PATH} answered HTTP ${status}${describeBody(body)} instead of a tenant.`,
   );
-}
-
-async function readCloud(job: JoinJob): Promise<Cloud | undefined> {
-  const result = await getWithRetries(job.platform.imds, AZ_ENVIRONMENT_PATH, {
-    clock: job.platform.clock,
-    budgetMs: 10_000,
-    signal: job.signal,
-  });
-  return result.ok && result.answer.status === 200 ? cloudNamed(result.answer.body) : undefined;
 }
 
 function sameTenant(a: string | undefined, b: string): boolean {

@@ -22,22 +22,18 @@ passes and Python >= 3.10 removed (agent-protocol.md section 9.3 step 2).
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
-import traceback
 from collections import defaultdict
 
-_format_exception = traceback.format_exception
-
-
-def _format_exception_compat(*args, **kwargs):
-    if "etype" in kwargs:
-        kwargs.pop("etype")
-    return _format_exception(*args, **kwargs)
-
-
-traceback.format_exception = _format_exception_compat
+# The same shim the agent of the end-to-end tests gets (agent-shim/sitecustomize.py), loaded by
+# path: importing it by name would find the system's own sitecustomize instead.
+_shim = importlib.util.spec_from_file_location(
+    "aad_agent_shim", os.path.join(os.path.dirname(os.path.abspath(__file__)), "agent-shim", "sitecustomize.py")
+)
+_shim.loader.exec_module(importlib.util.module_from_spec(_shim))
 
 AGENT_VARIABLES = (
     "ConfigSequenceNumber",

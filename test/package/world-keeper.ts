@@ -71,9 +71,11 @@ const imds = http.createServer((request, response) => {
     url,
     headers: request.headers,
   };
-  // What the real IMDS checks before anything else (IMDS-DOC).
+  // What the real IMDS checks before anything else (IMDS-DOC). The value's case does not matter:
+  // the guest agent sends `Metadata: True` and IMDS answers it.
+  const metadata = request.headers.metadata;
   const rejection =
-    request.headers.metadata !== 'true'
+    typeof metadata !== 'string' || metadata.toLowerCase() !== 'true'
       ? 'Required metadata header not specified'
       : request.headers['x-forwarded-for'] !== undefined
         ? 'X-Forwarded-For header is not allowed'

@@ -26,7 +26,7 @@ import { parseHandlerEnvironment } from '../../src/protocol/handler-environment.
 import { MAX_MESSAGE_CHARS } from '../../src/protocol/status.js';
 import { createAadLoginForWindows, WINDOWS_HANDLER_NAME } from '../../src/windows/extension.js';
 import { realWindowsPlatform } from '../../src/windows/platform.js';
-import { fakeClock, memoryLog } from '../fakes.js';
+import { fakeClock, memoryFiles, memoryLog } from '../fakes.js';
 import { osReleaseFixture } from '../fixtures.js';
 import {
   assertEndedWell,
@@ -629,13 +629,10 @@ function fakeVm(world: LinuxWorld) {
       return (answers && next(file, answers)) ?? { exitCode: 127, stdout: '', stderr: '' };
     },
   };
-  const listDirectory = async (folder: string) =>
-    [...files.keys()]
-      .filter((file) => file.startsWith(`${folder}/`))
-      .map((file) => file.slice(folder.length + 1));
+  const disk = memoryFiles(files);
   const system: LinuxSystem = {
     readText: async (file) => files.get(file)?.toString('utf8'),
-    listDirectory,
+    listDirectory: disk.listDirectory,
     processes,
     clock,
     architecture: 'x86_64',
@@ -649,14 +646,7 @@ function fakeVm(world: LinuxWorld) {
     },
   };
   const machine: Machine = {
-    readFile: async (file) => files.get(file),
-    writeFile: async (file, content) => {
-      files.set(file, Buffer.from(content));
-    },
-    removeFile: async (file) => {
-      files.delete(file);
-    },
-    listDirectory,
+    ...disk,
     processes,
     proxyEnvironment: {},
     fetchText: async () => next('fetch', world.fetch) ?? { ok: false, problem: 'no answer' },

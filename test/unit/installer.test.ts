@@ -11,7 +11,7 @@ import { armor, dearmor, publicKeys } from '../../src/linux/keys.js';
 import type { Machine } from '../../src/linux/machine.js';
 import { KEY_FILE, WRITTEN_BY } from '../../src/linux/repository.js';
 import { parseLinuxSettings } from '../../src/linux/settings.js';
-import { fakeClock, memoryLog, temporaryFolder } from '../fakes.js';
+import { fakeClock, memoryFiles, memoryLog, temporaryFolder } from '../fakes.js';
 import { osReleaseFixture } from '../fixtures.js';
 
 /**
@@ -86,17 +86,7 @@ function fakeVm(
     }
   };
   const machine: Machine = {
-    readFile: async (file) => files.get(file),
-    writeFile: async (file, content) => {
-      files.set(file, Buffer.from(content));
-    },
-    removeFile: async (file) => {
-      files.delete(file);
-    },
-    listDirectory: async (folder) =>
-      [...files.keys()]
-        .filter((file) => file.startsWith(`${folder}/`))
-        .map((file) => file.slice(folder.length + 1)),
+    ...memoryFiles(files),
     clock,
     proxyEnvironment: {},
     lockProbe: { readText: async () => '', identity: async () => undefined },
@@ -311,6 +301,23 @@ describe('converge on Debian (apt)', () => {
     await removeInstallation(run);
     assert.equal(vm.files.get(LIST)?.toString(), foreign);
     assert.equal(vm.installed.has('aadsshlogin'), false);
+  });
+
+  test('uninstall leaves alone a file of ours that someone changed since, and says so', async () => {
+    const vm = fakeVm();
+    const run = await job(vm, 'debian-12');
+    await converge(run);
+    const edited = `${vm.files.get(LIST)?.toString()}# pinned by configuration management\n`;
+    vm.files.set(LIST, Buffer.from(edited));
+    await removeInstallation(run);
+    assert.equal(vm.files.get(LIST)?.toString(), edited, 'the changed file stays');
+    assert.equal(vm.files.has(KEY_FILE.apt), false, 'the unchanged key file goes');
+    assert.equal(vm.installed.has('aadsshlogin'), false);
+    assert.ok(
+      run.log.lines.some(
+        (line) => line.level === 'warn' && /Left alone: .*microsoft-prod\.list/.test(line.message),
+      ),
+    );
   });
 
   test('a journal left by a killed run is undone first', async () => {

@@ -25,7 +25,7 @@ import { KEY_FILE, MICROSOFT_KEY_FINGERPRINTS } from '../../src/linux/repository
 import { type LinuxSettings, parseLinuxSettings } from '../../src/linux/settings.js';
 import { acquireLock } from '../../src/protocol/lock.js';
 import { writeStatus } from '../../src/protocol/status.js';
-import { fakeClock, fakeProcesses, temporaryFolder } from '../fakes.js';
+import { fakeClock, fakeProcesses, withTemporaryFolder } from '../fakes.js';
 import {
   HANDLER_NAME,
   handlerLayout,
@@ -357,8 +357,7 @@ describe('no command is ever run through a shell', () => {
   // Claim: shell syntax in a program's name or arguments reaches the program as it is: nothing
   // expands `$(…)`, backquotes, `;`, `|` or globs, and a "program" with shell syntax does not run.
   test('shell syntax is passed to programs as plain text', async () => {
-    const { dir, cleanup } = await temporaryFolder();
-    try {
+    await withTemporaryFolder(async (dir) => {
       const marker = path.join(dir, 'pwned');
       const evil = [
         `$(touch ${marker})`,
@@ -375,9 +374,7 @@ describe('no command is ever run through a shell', () => {
       const started = await systemProcesses.run(`true; touch ${marker}`, []);
       assert.equal(started.exitCode, 127);
       await assert.rejects(stat(marker), /ENOENT/);
-    } finally {
-      await cleanup();
-    }
+    });
   });
 });
 
@@ -457,8 +454,7 @@ describe('files we write', () => {
   // apt's unprivileged _apt user can read the keyring; state 0600), whatever umask the agent
   // runs the handler with.
   test('modes are exact even under a restrictive umask', async () => {
-    const { dir, cleanup } = await temporaryFolder();
-    try {
+    await withTemporaryFolder(async (dir) => {
       const script = `
         import { writeFileAtomic } from './src/io/files.ts';
         process.umask(0o077);
@@ -474,9 +470,7 @@ describe('files we write', () => {
           mode.toString(8),
         );
       }
-    } finally {
-      await cleanup();
-    }
+    });
   });
 
   for (const writer of WRITERS) {
@@ -484,8 +478,7 @@ describe('files we write', () => {
     // does not exist yet) is replaced by our regular file, with its mode; the link's target is
     // neither changed nor created.
     test(`${writer.name}: a planted symlink is replaced, never followed`, async () => {
-      const { dir, cleanup } = await temporaryFolder();
-      try {
+      await withTemporaryFolder(async (dir) => {
         const folder = path.join(dir, 'folder');
         await mkdir(folder);
         const precious = path.join(dir, 'precious');
@@ -508,17 +501,14 @@ describe('files we write', () => {
           [],
           'no temporary file left',
         );
-      } finally {
-        await cleanup();
-      }
+      });
     });
   }
 
   // Claim: the lock file is created with O_EXCL|O_NOFOLLOW (0600); a symlink planted in its
   // place is taken for a stale lock and removed, never written through.
   test('the lock: a planted symlink is removed, never written through', async () => {
-    const { dir, cleanup } = await temporaryFolder();
-    try {
+    await withTemporaryFolder(async (dir) => {
       const precious = path.join(dir, 'precious');
       await writeFile(precious, 'keep me');
       const file = path.join(dir, 'state', 'lock');
@@ -535,16 +525,13 @@ describe('files we write', () => {
       assert.equal(await modeOf(file), 0o600);
       assert.equal(await readFile(precious, 'utf8'), 'keep me');
       await lock.release();
-    } finally {
-      await cleanup();
-    }
+    });
   });
 
   // Claim: the log is appended to, never through a symlink planted at its name or a rotated
   // name: the link's target is neither changed nor created, and the log never fails a command.
   test('the log: never appended through a planted symlink', async () => {
-    const { dir, cleanup } = await temporaryFolder();
-    try {
+    await withTemporaryFolder(async (dir) => {
       const folder = path.join(dir, 'log');
       await mkdir(folder);
       const precious = path.join(dir, 'precious');
@@ -572,16 +559,13 @@ describe('files we write', () => {
       log.info('an event');
       await log.close();
       assert.equal((await modeOf(path.join(fresh, 'handler.log'))) & ~0o644, 0);
-    } finally {
-      await cleanup();
-    }
+    });
   });
 
   // Claim: a reader never sees a file half-written: while any sequence of contents replaces a
   // file, every read gives one of the contents in full; and no temporary file is left behind.
   test('replacement is atomic: readers see the old or the new content, never a mix', async () => {
-    const { dir, cleanup } = await temporaryFolder();
-    try {
+    await withTemporaryFolder(async (dir) => {
       const file = path.join(dir, 'status.json');
       await fc.assert(
         fc.asyncProperty(
@@ -618,23 +602,18 @@ describe('files we write', () => {
         ),
         runs(20),
       );
-    } finally {
-      await cleanup();
-    }
+    });
   });
 
   // Claim: a replacement that fails (the target became a folder) leaves the old content and no
   // temporary file, and says why.
   test('a replacement that fails leaves nothing behind', async () => {
-    const { dir, cleanup } = await temporaryFolder();
-    try {
+    await withTemporaryFolder(async (dir) => {
       const file = path.join(dir, 'state.json');
       await mkdir(file);
       await assert.rejects(writeFileAtomic(file, 'new'), /EISDIR|ENOTEMPTY|EEXIST/);
       assert.deepEqual(await readdir(dir), ['state.json']);
-    } finally {
-      await cleanup();
-    }
+    });
   });
 });
 
@@ -801,8 +780,7 @@ describe('no secret in any log, status, event or error message', () => {
   // Regression (found by the property above): a secret holding a quote, a backslash or a
   // newline reached the log file escaped by the log's formatting, where redaction missed it.
   test('a secret with a quote, a backslash or a newline is redacted from the log file', async () => {
-    const { dir, cleanup } = await temporaryFolder();
-    try {
+    await withTemporaryFolder(async (dir) => {
       const secret = 'pa"ss\nwo\\rd';
       const log = createFileLog({
         folder: dir,
@@ -815,9 +793,7 @@ describe('no secret in any log, status, event or error message', () => {
       const text = await readFile(path.join(dir, 'h.log'), 'utf8');
       for (const form of forms(secret)) assert.ok(!text.includes(form), text);
       assert.match(text, /the password is \[REDACTED\] password=\[REDACTED\]/);
-    } finally {
-      await cleanup();
-    }
+    });
   });
 
   // Regression (found by the property above): the output of a command that succeeded, which the

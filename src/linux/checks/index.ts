@@ -1,7 +1,7 @@
-import { type Cloud, cloudNamed } from '../../clouds.js';
+import { type Cloud, readCloud } from '../../clouds.js';
 import { type FailureStep, HandlerFailure, toFailure } from '../../failures.js';
 import type { Clock } from '../../io/clock.js';
-import { getWithRetries, type Imds } from '../../io/imds.js';
+import type { Imds } from '../../io/imds.js';
 import type { Log } from '../../io/log.js';
 import type { Processes } from '../../io/processes.js';
 import { checkSystemAssignedIdentity } from './identity.js';
@@ -70,10 +70,7 @@ export async function runChecks(
         code: 0,
         message: `Not checked: the ${name} check failed first.`,
       }));
-      throw new HandlerFailure(failure.kind, failure.detail, {
-        cause: error,
-        steps: [...steps, ...notRun],
-      });
+      throw failure.with({ steps: [...steps, ...notRun] });
     }
   };
 
@@ -141,7 +138,10 @@ export async function runChecks(
       log,
       ...(options.signal ? { signal: options.signal } : {}),
     });
-    const found = await readCloud(system, options.signal);
+    const found = await readCloud(system.imds, {
+      clock: system.clock,
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
     if (!found)
       log.warn('The cloud (IMDS compute/azEnvironment) is unknown; assuming AzurePublicCloud');
     return {
@@ -162,17 +162,4 @@ async function readOsRelease(system: LinuxSystem): Promise<OsRelease> {
     'unsupportedOperatingSystem',
     `Neither ${OS_RELEASE_FILES.join(' nor ')} can be read, so the distribution is unknown (architecture ${system.architecture}).`,
   );
-}
-
-const AZ_ENVIRONMENT_PATH =
-  '/metadata/instance/compute/azEnvironment?api-version=2018-10-01&format=text';
-
-/** The cloud IMDS names; `undefined` when IMDS does not say (only a warning). */
-async function readCloud(system: LinuxSystem, signal?: AbortSignal): Promise<Cloud | undefined> {
-  const result = await getWithRetries(system.imds, AZ_ENVIRONMENT_PATH, {
-    clock: system.clock,
-    budgetMs: 10_000,
-    ...(signal ? { signal } : {}),
-  });
-  return result.ok && result.answer.status === 200 ? cloudNamed(result.answer.body) : undefined;
 }
