@@ -4,8 +4,11 @@ import type { Log } from '../io/log.js';
 
 /**
  * Who holds the package manager's locks: dpkg, rpm and tdnf take kernel file locks, which
- * /proc/locks lists with the holder's pid and the file's device and inode; zypper writes its pid
- * into zypp.pid. The lock files exist whether or not anyone holds them, so existence means nothing.
+ * /proc/locks lists with the holder's pid and the file's device and inode; zypper (zypp.pid), yum
+ * and dnf (`*.pid`) write the holder's pid into a pid file, which counts while that process lives.
+ * The lock files exist whether or not anyone holds them, so existence means nothing. Two names of
+ * one file (/var/run is a link to /run, /var/lib/rpm one to /usr/lib/sysimage/rpm) name its
+ * holder once.
  */
 export interface LockHolder {
   file: string;
@@ -53,26 +56,31 @@ export async function findLockHolders(
 ): Promise<LockHolder[]> {
   const kernelLocks = parseProcLocks((await probe.readText('/proc/locks')) ?? '');
   const holders: LockHolder[] = [];
+  const named = new Set<string>();
   const command = async (pid: number) => (await probe.readText(`/proc/${pid}/comm`))?.trim();
+  const add = async (file: string, pid: number, where: string) => {
+    if (pid === process.pid || named.has(`${pid} ${where}`)) return;
+    const name = await command(pid);
+    if (name === undefined) return;
+    named.add(`${pid} ${where}`);
+    holders.push({ file, pid, command: name });
+  };
   for (const file of files) {
-    if (file.endsWith('.pid')) {
-      const pid = Number((await probe.readText(file))?.trim());
-      const name = Number.isInteger(pid) && pid > 0 ? await command(pid) : undefined;
-      if (name !== undefined) holders.push({ file, pid, command: name });
-      continue;
-    }
     const identity = await probe.identity(file);
     if (!identity) continue;
+    const where = `${identity.major}:${identity.minor}:${identity.inode}`;
+    if (file.endsWith('.pid')) {
+      const pid = Number((await probe.readText(file))?.trim());
+      if (Number.isInteger(pid) && pid > 0) await add(file, pid, where);
+      continue;
+    }
     for (const lock of kernelLocks) {
       if (
-        lock.inode !== identity.inode ||
-        lock.major !== identity.major ||
-        lock.minor !== identity.minor
+        lock.inode === identity.inode &&
+        lock.major === identity.major &&
+        lock.minor === identity.minor
       )
-        continue;
-      const name = await command(lock.pid);
-      if (name !== undefined && lock.pid !== process.pid)
-        holders.push({ file, pid: lock.pid, command: name });
+        await add(file, lock.pid, where);
     }
   }
   return holders;

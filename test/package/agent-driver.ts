@@ -484,6 +484,8 @@ export interface CommandRun {
   stdout: string;
   stderr: string;
   durationMs: number;
+  /** When the command was started (ms since the epoch), to tell commands started together. */
+  startedAt: number;
 }
 
 export class HandlerInstance {
@@ -638,6 +640,7 @@ export class HandlerInstance {
     const errFile = capture('stderr');
     const outFd = openSync(outFile, 'w+', 0o600);
     const errFd = openSync(errFile, 'w+', 0o600);
+    const startedAt = Date.now();
     const started = performance.now();
     let child: ChildProcess;
     let exited: Promise<{ exitCode: number | null; signal: NodeJS.Signals | null }>;
@@ -693,6 +696,7 @@ export class HandlerInstance {
       stdout,
       stderr,
       durationMs,
+      startedAt,
     };
   }
 

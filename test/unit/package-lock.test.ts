@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { HandlerFailure } from '../../src/failures.js';
@@ -71,14 +71,41 @@ describe('package-manager lock holders', () => {
 
   test("zypper's pid file names its holder while that process lives", async () => {
     const { dir, cleanup } = await temporaryFolder();
+    const zypper = await holdLock(['sh', '-c', 'echo locked; exec sleep 60']);
     try {
       const pidFile = path.join(dir, 'zypp.pid');
-      await writeFile(pidFile, `${process.pid}\n`);
-      const [holder] = await findLockHolders([pidFile], systemLockProbe);
-      assert.equal(holder?.pid, process.pid);
+      await writeFile(pidFile, `${zypper.pid}\n`);
+      assert.deepEqual(await findLockHolders([pidFile], systemLockProbe), [
+        { file: pidFile, pid: zypper.pid, command: 'sleep' },
+      ]);
       await writeFile(pidFile, '999999\n');
       assert.deepEqual(await findLockHolders([pidFile], systemLockProbe), []);
+      // This process is never its own holder (it would wait for itself).
+      await writeFile(pidFile, `${process.pid}\n`);
+      assert.deepEqual(await findLockHolders([pidFile], systemLockProbe), []);
     } finally {
+      zypper.kill('SIGKILL');
+      await cleanup();
+    }
+  });
+
+  test('two names of one lock file (/var/run → /run) name its holder once', async () => {
+    const { dir, cleanup } = await temporaryFolder();
+    const holder = await holdLock(['sh', '-c', 'echo locked; exec sleep 60']);
+    try {
+      await mkdir(path.join(dir, 'run'));
+      await symlink(path.join(dir, 'run'), path.join(dir, 'var-run'));
+      await writeFile(path.join(dir, 'run', 'zypp.pid'), `${holder.pid}\n`);
+      const holders = await findLockHolders(
+        [path.join(dir, 'run', 'zypp.pid'), path.join(dir, 'var-run', 'zypp.pid')],
+        systemLockProbe,
+      );
+      assert.deepEqual(
+        holders.map((found) => [found.file, found.pid]),
+        [[path.join(dir, 'run', 'zypp.pid'), holder.pid]],
+      );
+    } finally {
+      holder.kill('SIGKILL');
       await cleanup();
     }
   });

@@ -7,7 +7,15 @@ import type { PackageManager } from './types.js';
  */
 export const zypper: PackageManager = {
   name: 'zypper',
-  lockFiles: ['/run/zypp.pid', '/var/run/zypp.pid', '/var/lib/rpm/.rpm.lock'],
+  // libzypp writes the holder's pid into zypp.pid (in /run; /var/run on older releases), and a
+  // second zypper exits at once with 7 while that process lives. rpm's kernel lock on .rpm.lock
+  // covers a bare `rpm` transaction; SUSE keeps the database in /usr/lib/sysimage/rpm.
+  lockFiles: [
+    '/run/zypp.pid',
+    '/var/run/zypp.pid',
+    '/var/lib/rpm/.rpm.lock',
+    '/usr/lib/sysimage/rpm/.rpm.lock',
+  ],
   queryInstalled: rpmQuery,
   parseInstalled: parseRpmQuery,
   refresh: (repository) => ({ argv: ['zypper', '-q', '-n', 'refresh', repository.id] }),
