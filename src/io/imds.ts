@@ -158,7 +158,14 @@ export async function getWithRetries(
     const backoff = Math.min(MAX_DELAY_MS, BASE_DELAY_MS * 2 ** (attempts - 1));
     const delay = Math.max(retryAfterMs ?? 0, Math.round(backoff * (0.5 + random() / 2)));
     const elapsed = clock.now().getTime() - started;
-    if (elapsed + delay >= options.budgetMs) return { ok: false, problem, attempts };
+    if (elapsed + delay >= options.budgetMs) {
+      // A Retry-After past the budget ends the retries at once: say so, or the end looks early.
+      const beyondBudget =
+        retryAfterMs !== undefined && elapsed + retryAfterMs >= options.budgetMs
+          ? `, asking to be asked again after ${Math.ceil(retryAfterMs / 1000)} s (Retry-After), later than the ${Math.round(options.budgetMs / 1000)} s allowed`
+          : '';
+      return { ok: false, problem: `${problem}${beyondBudget}`, attempts };
+    }
     options.onRetry?.(problem, delay);
     await clock.sleep(delay, options.signal);
   }

@@ -49,7 +49,7 @@ export async function checkSystemAssignedIdentity(options: IdentityCheckOptions)
     if (!result.ok) {
       throw new HandlerFailure(
         'imdsUnreachable',
-        `Asking IMDS for the system-assigned identity failed ${requests} times over ${seconds(clock.now().getTime() - started)}; the last answer: ${result.problem}.`,
+        `Asking IMDS for the system-assigned identity failed ${requests === 1 ? 'once' : `${requests} times over ${seconds(clock.now().getTime() - started)}`}; the last answer: ${result.problem}.`,
       );
     }
     const { answer } = result;
