@@ -35,6 +35,7 @@ import { type LinuxVm, withLinuxVm } from './vm.js';
 import {
   AZ_ENVIRONMENT_PATH,
   fakeAccessToken,
+  IDENTITY_NOT_FOUND,
   IMDS_HANG,
   type ImdsReply,
   type ImdsScript,
@@ -50,7 +51,6 @@ import {
 
 const CHECKS = ['OperatingSystem', 'Memory', 'LegacyExtension', 'ManagedIdentity'] as const;
 const LIST = '/etc/apt/sources.list.d/microsoft-prod.list';
-const INSTALL_DEADLINE_MS = operations.install.deadlineSeconds * 1000;
 const IMDS_REMEDY = failureKinds.imdsUnreachable.remedy;
 /** Timestamps are whole milliseconds and timers may fire a millisecond early. */
 const CLOCK_SLACK_MS = 25;
@@ -87,7 +87,7 @@ interface Outcome {
 }
 
 /**
- * Runs `install` once in a new VM whose IMDS follows `script(marker)`, checks what every scenario
+ * Runs `install` (or `enable`) once in a new VM whose IMDS follows `script(marker)`, checks what every scenario
  * must show (see {@link assertEveryScenario}), then hands the outcome to `expect`.
  */
 async function installWith(
@@ -95,8 +95,9 @@ async function installWith(
   label: string,
   script: (marker: string) => ImdsScript | 'refused',
   expect: (outcome: Outcome) => Promise<void> | void,
-  options: { watchMemory?: boolean } = {},
+  options: { watchMemory?: boolean; operation?: 'install' | 'enable' } = {},
 ): Promise<void> {
+  const operation = options.operation ?? 'install';
   const marker = newMarker(label);
   await withLinuxVm(
     { kind: 'debian', label: `imds-${label}`, imds: script(marker) },
@@ -104,7 +105,7 @@ async function installWith(
       const handler = await vm.sandbox.unpack(zip, extensionVersionOf());
       await handler.writeSettings(0, { publicSettings: vm.publicSettings });
       const memory = options.watchMemory ? watchPeakMemory(handler.dir) : undefined;
-      const run = await vm.world.run(handler, 'install', { seq: 0 });
+      const run = await vm.world.run(handler, operation, { seq: 0 });
       const peakKb = await memory?.stop();
       const requests = await vm.world.imdsRequests();
       const path = (request: RecordedRequest) => new URL(request.url, 'http://imds').pathname;
@@ -126,7 +127,8 @@ async function installWith(
             : ''
         }${peakKb === undefined ? '' : `; peak memory ${Math.round(peakKb / 1024)} MiB`}`,
       );
-      await assertEveryScenario(outcome, marker);
+      if (run.exitCode !== 0) t.diagnostic(`status message: ${outcome.status.message}`);
+      await assertEveryScenario(outcome, marker, operation);
       await expect(outcome);
     },
   );
@@ -137,14 +139,19 @@ async function installWith(
  * the agent's timeout, not stopped by its own deadline, 63), asked IMDS properly and at most 5 times
  * in any second, and wrote no token (nor the marker of one) to any file or output.
  */
-async function assertEveryScenario(outcome: Outcome, marker: string): Promise<void> {
+async function assertEveryScenario(
+  outcome: Outcome,
+  marker: string,
+  operation: 'install' | 'enable',
+): Promise<void> {
   const { run, status, requests, vm } = outcome;
   assert.equal(run.timedOut, false, 'killed at the agent timeout');
   assert.equal(run.signal, null);
   assert.notEqual(run.exitCode, failureKinds.deadlineExceeded.code, status.message);
+  const deadlineMs = operations[operation].deadlineSeconds * 1000;
   assert.ok(
-    run.durationMs < INSTALL_DEADLINE_MS,
-    `install took ${run.durationMs} ms, past its ${INSTALL_DEADLINE_MS} ms deadline`,
+    run.durationMs < deadlineMs,
+    `${operation} took ${run.durationMs} ms, past its ${deadlineMs} ms deadline`,
   );
   for (const request of requests) {
     assert.equal(request.method, 'GET', JSON.stringify(request));
@@ -184,11 +191,14 @@ function entry(status: ValidStatus, name: (typeof CHECKS)[number]) {
   return found;
 }
 
-/** Exit 0, a successful status, every check passed. */
-function assertInstalled({ run, status }: Outcome): void {
+/** Exit 0, a successful status, every check passed, and the package installed in the VM. */
+async function assertInstalled({ run, status, vm }: Outcome): Promise<void> {
   assert.equal(run.exitCode, 0, `${describeStatus(status)}\n${run.stderr}`);
   assert.equal(status.status, 'success', describeStatus(status));
   for (const name of CHECKS) assert.equal(entry(status, name).status, 'success', name);
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's format syntax
+  const query = await vm.world.exec(['dpkg-query', '-W', '-f=${db:Status-Status}', 'aadsshlogin']);
+  assert.equal(query.stdout, 'installed', `aadsshlogin in the VM: ${query.stdout}${query.stderr}`);
 }
 
 /**
@@ -354,6 +364,8 @@ describe('IMDS misbehaving, through the built zip', { concurrency: 12 }, () => {
         const gaps = gapsMs(outcome.tokenRequests);
         assert.ok(gaps.length >= 3, `retried: ${gaps}`);
         for (const gap of gaps) assert.ok(gap >= 5000 - CLOCK_SLACK_MS, `Retry-After: ${gaps}`);
+        // By the end the backoff waits longer than 5 s: the budget, not Retry-After, ended it.
+        assert.doesNotMatch(message, /Retry-After/);
       },
     );
   });
@@ -406,7 +418,8 @@ describe('IMDS misbehaving, through the built zip', { concurrency: 12 }, () => {
       'not-http',
       () => ({ [TOKEN_PATH]: [imdsRaw('SSH-2.0-OpenSSH_9.2\r\n\u0000\u0001garbage\r\n\r\n')] }),
       async (outcome) => {
-        await assertImdsUnreachable(outcome);
+        const message = await assertImdsUnreachable(outcome);
+        assert.match(message, /an answer that is not HTTP/);
         assert.ok(outcome.tokenRequests.length >= 2, 'retried');
         assertBackoff(outcome.tokenRequests);
       },
@@ -451,30 +464,60 @@ describe('IMDS misbehaving, through the built zip', { concurrency: 12 }, () => {
     );
   });
 
+  test('enable, "Identity not found" for 110 s and then no answer: 25 before enable\'s shorter deadline', async (t) => {
+    // The longest way through the identity check: the absent identity's 2-minute window, then
+    // IMDS gone for the retry budget. `enable` has the shortest deadline (300 s less the margin).
+    const notFoundFor110s = Array.from({ length: 11 }, () => IDENTITY_NOT_FOUND);
+    await installWith(
+      t,
+      'enable-longest',
+      () => ({ [TOKEN_PATH]: [...notFoundFor110s, IMDS_HANG] }),
+      async (outcome) => {
+        assert.equal(outcome.status.operation, 'Enable');
+        const message = await assertImdsUnreachable(outcome);
+        assert.match(message, /no answer within \d+ s/);
+        assert.match(message, /after answering "Identity not found" for \d+ s/);
+        const hung = outcome.tokenRequests.filter((request) => request.reply === 'hang');
+        assert.ok(hung.length >= 2, `asked again after the first hang: ${hung.length}`);
+        // The failures counted are the unanswered requests, not the answers before them.
+        assert.match(message, new RegExp(`failed ${hung.length} times`));
+      },
+      { operation: 'enable' },
+    );
+  });
+
   // -------------------------------------------------------------------------------------------
   // 200 without a usable token: 25 at once (IMDS answered; asking again does not help), readable.
   // -------------------------------------------------------------------------------------------
 
-  const garbage: [string, string, (marker: string) => ImdsReply][] = [
+  const garbage: [string, string, (marker: string) => ImdsReply, RegExp][] = [
     [
       'cut-json',
       'JSON cut off in the middle of the token',
       (marker) => ok(`{"access_token":"${fakeAccessToken(marker)}`),
+      /the answer \(\d+ bytes\) is not JSON/,
     ],
     [
       'html',
       'an HTML page (a proxy or captive portal answering)',
       () => ok('<html><body><h1>Access denied</h1></body></html>', 'text/html'),
+      /the answer \(\d+ bytes\) is not JSON/,
     ],
     [
       'no-access-token',
       'JSON without access_token',
       () => ok('{"token_type":"Bearer","expires_in":"86399","resource":"x"}'),
+      /JSON without a usable access_token/,
     ],
-    ['empty-token', 'an empty access_token', () => ok('{"access_token":"","token_type":"Bearer"}')],
-    ['empty-body', 'an empty body', () => ok('')],
+    [
+      'empty-token',
+      'an empty access_token',
+      () => ok('{"access_token":"","token_type":"Bearer"}'),
+      /JSON without a usable access_token/,
+    ],
+    ['empty-body', 'an empty body', () => ok(''), /the answer is empty/],
   ];
-  for (const [label, what, reply] of garbage) {
+  for (const [label, what, reply, shape] of garbage) {
     test(`200 with ${what}: 25 after one request, saying there was no token`, async (t) => {
       await installWith(
         t,
@@ -482,8 +525,8 @@ describe('IMDS misbehaving, through the built zip', { concurrency: 12 }, () => {
         (marker) => ({ [TOKEN_PATH]: [reply(marker)] }),
         async (outcome) => {
           const message = await assertImdsUnreachable(outcome);
-          assert.match(message, /200/);
-          assert.match(message, /no token|token/i);
+          assert.match(message, /IMDS answered the identity request with 200 but no token/);
+          assert.match(message, shape);
           assert.equal(outcome.tokenRequests.length, 1);
         },
       );
@@ -499,8 +542,8 @@ describe('IMDS misbehaving, through the built zip', { concurrency: 12 }, () => {
       t,
       'slow',
       (marker) => ({ [TOKEN_PATH]: [slow(3000, imdsToken(marker))] }),
-      (outcome) => {
-        assertInstalled(outcome);
+      async (outcome) => {
+        await assertInstalled(outcome);
         assert.equal(outcome.tokenRequests.length, 1);
       },
     );
@@ -511,8 +554,8 @@ describe('IMDS misbehaving, through the built zip', { concurrency: 12 }, () => {
       t,
       '429-retry-after',
       (marker) => ({ [TOKEN_PATH]: [imdsError(429, { retryAfter: 3 }), imdsToken(marker)] }),
-      (outcome) => {
-        assertInstalled(outcome);
+      async (outcome) => {
+        await assertInstalled(outcome);
         const gaps = gapsMs(outcome.tokenRequests);
         assert.equal(gaps.length, 1, `${gaps}`);
         assert.ok((gaps[0] ?? 0) >= 3000 - CLOCK_SLACK_MS, `Retry-After: 3, yet ${gaps[0]} ms`);
@@ -527,8 +570,8 @@ describe('IMDS misbehaving, through the built zip', { concurrency: 12 }, () => {
       (marker) => ({
         [TOKEN_PATH]: [imdsError(429), imdsError(429), imdsError(429), imdsToken(marker)],
       }),
-      (outcome) => {
-        assertInstalled(outcome);
+      async (outcome) => {
+        await assertInstalled(outcome);
         assert.equal(outcome.tokenRequests.length, 4);
         assertBackoff(outcome.tokenRequests);
         const gaps = gapsMs(outcome.tokenRequests);
@@ -543,8 +586,8 @@ describe('IMDS misbehaving, through the built zip', { concurrency: 12 }, () => {
         t,
         `${status}-then-token`,
         (marker) => ({ [TOKEN_PATH]: [imdsError(status), imdsToken(marker)] }),
-        (outcome) => {
-          assertInstalled(outcome);
+        async (outcome) => {
+          await assertInstalled(outcome);
           assert.equal(outcome.tokenRequests.length, 2);
           assertBackoff(outcome.tokenRequests);
         },
@@ -569,8 +612,8 @@ describe('IMDS misbehaving, through the built zip', { concurrency: 12 }, () => {
         t,
         label,
         (marker) => ({ [TOKEN_PATH]: [imdsToken(marker)], [AZ_ENVIRONMENT_PATH]: [reply] }),
-        (outcome) => {
-          assertInstalled(outcome);
+        async (outcome) => {
+          await assertInstalled(outcome);
           assert.ok(outcome.cloudRequests.length >= 1, 'the cloud was asked for');
           assert.match(entry(outcome.status, 'ManagedIdentity').message ?? '', /assuming/);
           assert.ok(
