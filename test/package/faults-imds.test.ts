@@ -1,9 +1,11 @@
 /**
- * IMDS misbehaving, end to end: the built zip's `install`, run as the agent runs it inside a
+ * IMDS misbehaving, end to end: the built zip's `install` (and `enable`, whose deadline is the
+ * shortest, on the longest way through the identity check), run as the agent runs it inside a
  * throwaway Debian 12 VM (vm.ts), against a mock IMDS on 169.254.169.254:80 (world.ts) that refuses
  * connections, never answers, answers slowly or a byte at a time, throttles (429 with and without
  * Retry-After), answers 410 and 500, answers 200 with garbage, with an answer far larger than any
- * real one or one that never ends, or with bytes that are not HTTP at all.
+ * real one or one that never ends, or with bytes that are not HTTP at all; and whose
+ * `compute/azEnvironment` never answers, fails or talks nonsense.
  *
  * Every scenario ends before the command's deadline with the documented code: 0 when IMDS comes
  * back, 25 (imdsUnreachable) when it does not — never 22 (that is "no identity"), never 63 (the
@@ -87,10 +89,10 @@ interface Outcome {
 }
 
 /**
- * Runs `install` (or `enable`) once in a new VM whose IMDS follows `script(marker)`, checks what every scenario
- * must show (see {@link assertEveryScenario}), then hands the outcome to `expect`.
+ * Runs `install` (or `enable`) once in a new VM whose IMDS follows `script(marker)`, checks what
+ * every scenario must show (see {@link assertEveryScenario}), then hands the outcome to `expect`.
  */
-async function installWith(
+async function runScenario(
   t: TestContext,
   label: string,
   script: (marker: string) => ImdsScript | 'refused',
@@ -164,8 +166,10 @@ async function assertEveryScenario(
     assert.ok(window >= 1000, `6 IMDS requests within ${window} ms: over IMDS's 5 a second`);
   }
   const payload = fakeAccessToken(marker).split('.')[1] ?? '';
+  // The agent's folders (status, log, state, events) and where else a program writes on a VM.
+  const searched = [vm.sandbox.root, ...['/etc', '/root', '/tmp', '/var'].map(vm.root.path)];
   for (const needle of [marker, payload]) {
-    assert.deepEqual(await filesContaining([vm.sandbox.root], needle), [], 'a token in a file');
+    assert.deepEqual(await filesContaining(searched, needle), [], 'a token in a file');
     assert.ok(!`${run.stdout}${run.stderr}`.includes(needle), 'a token in the output');
   }
   assertReadable(status.message);
@@ -301,7 +305,7 @@ describe('IMDS misbehaving, through the built zip', { concurrency: 12 }, () => {
   // -------------------------------------------------------------------------------------------
 
   test('connection refused: retried with growing waits for its budget, then 25 (not 22)', async (t) => {
-    await installWith(
+    await runScenario(
       t,
       'refused',
       () => 'refused',
@@ -323,7 +327,7 @@ describe('IMDS misbehaving, through the built zip', { concurrency: 12 }, () => {
   });
 
   test('no answer at all: each request times out, then 25 within the budget', async (t) => {
-    await installWith(
+    await runScenario(
       t,
       'hang',
       () => ({ [TOKEN_PATH]: [IMDS_HANG], [AZ_ENVIRONMENT_PATH]: [IMDS_HANG] }),
@@ -341,7 +345,7 @@ describe('IMDS misbehaving, through the built zip', { concurrency: 12 }, () => {
   });
 
   test('an answer that trickles in a byte a second: timed out like no answer, then 25', async (t) => {
-    await installWith(
+    await runScenario(
       t,
       'trickle',
       () => ({ [TOKEN_PATH]: [imdsEndless(' ', 1000)] }),
@@ -354,7 +358,7 @@ describe('IMDS misbehaving, through the built zip', { concurrency: 12 }, () => {
   });
 
   test('429 with Retry-After: 5, forever: every retry waits at least 5 s, then 25', async (t) => {
-    await installWith(
+    await runScenario(
       t,
       '429-retry-after-forever',
       () => ({ [TOKEN_PATH]: [imdsError(429, { retryAfter: 5 })] }),
@@ -371,7 +375,7 @@ describe('IMDS misbehaving, through the built zip', { concurrency: 12 }, () => {
   });
 
   test('429 without Retry-After, forever: exponential backoff, then 25', async (t) => {
-    await installWith(
+    await runScenario(
       t,
       '429-forever',
       () => ({ [TOKEN_PATH]: [imdsError(429)] }),
@@ -386,7 +390,7 @@ describe('IMDS misbehaving, through the built zip', { concurrency: 12 }, () => {
   });
 
   test('429 with Retry-After: 3600: 25 at once, saying how long IMDS asked to wait', async (t) => {
-    await installWith(
+    await runScenario(
       t,
       '429-retry-after-hour',
       () => ({ [TOKEN_PATH]: [imdsError(429, { retryAfter: 3600 })] }),
@@ -400,7 +404,7 @@ describe('IMDS misbehaving, through the built zip', { concurrency: 12 }, () => {
   });
 
   test('500 forever: exponential backoff, then 25', async (t) => {
-    await installWith(
+    await runScenario(
       t,
       '500-forever',
       () => ({ [TOKEN_PATH]: [imdsError(500)] }),
@@ -413,7 +417,7 @@ describe('IMDS misbehaving, through the built zip', { concurrency: 12 }, () => {
   });
 
   test('bytes that are not HTTP: retried like a broken connection, then 25', async (t) => {
-    await installWith(
+    await runScenario(
       t,
       'not-http',
       () => ({ [TOKEN_PATH]: [imdsRaw('SSH-2.0-OpenSSH_9.2\r\n\u0000\u0001garbage\r\n\r\n')] }),
@@ -427,7 +431,7 @@ describe('IMDS misbehaving, through the built zip', { concurrency: 12 }, () => {
   });
 
   test('a 10 MB token answer: cut off at 256 KiB, treated as broken, then 25', async (t) => {
-    await installWith(
+    await runScenario(
       t,
       'ten-megabytes',
       (marker) => ({
@@ -450,7 +454,7 @@ describe('IMDS misbehaving, through the built zip', { concurrency: 12 }, () => {
   });
 
   test('an answer that never ends: cut off, memory stays bounded, then 25', async (t) => {
-    await installWith(
+    await runScenario(
       t,
       'endless',
       () => ({ [TOKEN_PATH]: [imdsEndless('x'.repeat(64 * 1024))] }),
@@ -468,7 +472,7 @@ describe('IMDS misbehaving, through the built zip', { concurrency: 12 }, () => {
     // The longest way through the identity check: the absent identity's 2-minute window, then
     // IMDS gone for the retry budget. `enable` has the shortest deadline (300 s less the margin).
     const notFoundFor110s = Array.from({ length: 11 }, () => IDENTITY_NOT_FOUND);
-    await installWith(
+    await runScenario(
       t,
       'enable-longest',
       () => ({ [TOKEN_PATH]: [...notFoundFor110s, IMDS_HANG] }),
@@ -519,7 +523,7 @@ describe('IMDS misbehaving, through the built zip', { concurrency: 12 }, () => {
   ];
   for (const [label, what, reply, shape] of garbage) {
     test(`200 with ${what}: 25 after one request, saying there was no token`, async (t) => {
-      await installWith(
+      await runScenario(
         t,
         label,
         (marker) => ({ [TOKEN_PATH]: [reply(marker)] }),
@@ -538,7 +542,7 @@ describe('IMDS misbehaving, through the built zip', { concurrency: 12 }, () => {
   // -------------------------------------------------------------------------------------------
 
   test('a token answered after 3 s: install succeeds with one request', async (t) => {
-    await installWith(
+    await runScenario(
       t,
       'slow',
       (marker) => ({ [TOKEN_PATH]: [slow(3000, imdsToken(marker))] }),
@@ -550,7 +554,7 @@ describe('IMDS misbehaving, through the built zip', { concurrency: 12 }, () => {
   });
 
   test('429 with Retry-After: 3, then the token: install succeeds, the retry came 3 s later', async (t) => {
-    await installWith(
+    await runScenario(
       t,
       '429-retry-after',
       (marker) => ({ [TOKEN_PATH]: [imdsError(429, { retryAfter: 3 }), imdsToken(marker)] }),
@@ -564,7 +568,7 @@ describe('IMDS misbehaving, through the built zip', { concurrency: 12 }, () => {
   });
 
   test('429 three times without Retry-After, then the token: install succeeds after growing waits', async (t) => {
-    await installWith(
+    await runScenario(
       t,
       '429-backoff',
       (marker) => ({
@@ -582,7 +586,7 @@ describe('IMDS misbehaving, through the built zip', { concurrency: 12 }, () => {
 
   for (const status of [410, 500]) {
     test(`${status} then the token: install succeeds with two requests`, async (t) => {
-      await installWith(
+      await runScenario(
         t,
         `${status}-then-token`,
         (marker) => ({ [TOKEN_PATH]: [imdsError(status), imdsToken(marker)] }),
@@ -608,7 +612,7 @@ describe('IMDS misbehaving, through the built zip', { concurrency: 12 }, () => {
   ];
   for (const [label, what, reply] of cloudFaults) {
     test(`azEnvironment ${what}: install succeeds, the cloud unknown, public assumed`, async (t) => {
-      await installWith(
+      await runScenario(
         t,
         label,
         (marker) => ({ [TOKEN_PATH]: [imdsToken(marker)], [AZ_ENVIRONMENT_PATH]: [reply] }),
