@@ -57,7 +57,10 @@ export const AZ_ENVIRONMENT_PATH = '/metadata/instance/compute/azEnvironment';
 // The mock IMDS script
 // ---------------------------------------------------------------------------------------------
 
-/** One answer of the mock IMDS: a response (after `delayMs`), or an accepted request never answered. */
+/**
+ * One answer of the mock IMDS: a response (after `delayMs`), an accepted request never answered, a
+ * response whose body never ends, or bytes that are not HTTP.
+ */
 export type ImdsReply =
   | { status: number; body?: string; headers?: Record<string, string>; delayMs?: number }
   | { hang: true }
