@@ -53,7 +53,11 @@ export function directImds(host = IMDS_HOST, port = 80): Imds {
             response.on('data', (chunk: Buffer) => {
               size += chunk.length;
               if (size > MAX_BODY_BYTES) {
-                request.destroy(new ImdsUnreachable(`answer larger than ${MAX_BODY_BYTES} bytes`));
+                request.destroy(
+                  new ImdsUnreachable(
+                    `an answer larger than ${MAX_BODY_BYTES / 1024} KiB (no IMDS answer is that large)`,
+                  ),
+                );
                 return;
               }
               chunks.push(chunk);
@@ -66,7 +70,7 @@ export function directImds(host = IMDS_HOST, port = 80): Imds {
                 retryAfterMs: parseRetryAfter(response.headers['retry-after']),
               });
             });
-            response.on('error', (error) => reject(new ImdsUnreachable(errorMessage(error))));
+            response.on('error', (error) => reject(new ImdsUnreachable(networkProblem(error))));
           },
         );
         const timer = setTimeout(
@@ -81,12 +85,21 @@ export function directImds(host = IMDS_HOST, port = 80): Imds {
           if (signal?.aborted) reject(signal.reason);
           else
             reject(
-              error instanceof ImdsUnreachable ? error : new ImdsUnreachable(errorMessage(error)),
+              error instanceof ImdsUnreachable ? error : new ImdsUnreachable(networkProblem(error)),
             );
         });
         request.end();
       }),
   };
+}
+
+/** A network error as a person reads it: an HTTP parser's error means what answered is not HTTP. */
+function networkProblem(error: unknown): string {
+  const message = errorMessage(error);
+  const code = (error as { code?: unknown } | undefined)?.code;
+  const notHttp =
+    (typeof code === 'string' && code.startsWith('HPE_')) || /^Parse Error\b/i.test(message);
+  return notHttp ? `an answer that is not HTTP (${message})` : message;
 }
 
 function parseRetryAfter(value: string | string[] | undefined): number | undefined {
@@ -156,9 +169,18 @@ export async function getWithRetries(
       problem = error.message;
     }
     const backoff = Math.min(MAX_DELAY_MS, BASE_DELAY_MS * 2 ** (attempts - 1));
-    const delay = Math.max(retryAfterMs ?? 0, Math.round(backoff * (0.5 + random() / 2)));
+    const jittered = Math.round(backoff * (0.5 + random() / 2));
+    const delay = Math.max(retryAfterMs ?? 0, jittered);
     const elapsed = clock.now().getTime() - started;
-    if (elapsed + delay >= options.budgetMs) return { ok: false, problem, attempts };
+    if (elapsed + delay >= options.budgetMs) {
+      // A Retry-After that alone runs past the budget ends the retries early: say so, or the
+      // handler seems to have given up too soon.
+      const askedToWait =
+        retryAfterMs !== undefined && retryAfterMs > jittered
+          ? `, asking to be asked again after ${Math.ceil(retryAfterMs / 1000)} s (Retry-After), past the ${Math.round(options.budgetMs / 1000)} s allowed`
+          : '';
+      return { ok: false, problem: `${problem}${askedToWait}`, attempts };
+    }
     options.onRetry?.(problem, delay);
     await clock.sleep(delay, options.signal);
   }

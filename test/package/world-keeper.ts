@@ -91,6 +91,28 @@ const imds = http.createServer((request, response) => {
     record({ ...base, reply: 'hang' });
     return;
   }
+  if ('raw' in reply) {
+    record({ ...base, reply: 'raw' });
+    request.socket.end(reply.raw);
+    return;
+  }
+  if ('endless' in reply) {
+    record({ ...base, reply: `${reply.status}, endless` });
+    response.writeHead(reply.status, reply.headers ?? {});
+    const { chunk, intervalMs } = reply.endless;
+    // Until the client goes away: every chunk as soon as the last one was taken, or on a timer.
+    const more = () => {
+      if (response.destroyed) return;
+      if (intervalMs > 0) {
+        response.write(chunk);
+        setTimeout(more, intervalMs);
+      } else if (response.write(chunk)) setImmediate(more);
+      else response.once('drain', more);
+    };
+    response.on('error', () => undefined);
+    more();
+    return;
+  }
   record({ ...base, reply: `${reply.delayMs ? `after ${reply.delayMs} ms ` : ''}${reply.status}` });
   const send = () => {
     response.writeHead(reply.status, reply.headers ?? {});

@@ -57,10 +57,23 @@ export const AZ_ENVIRONMENT_PATH = '/metadata/instance/compute/azEnvironment';
 // The mock IMDS script
 // ---------------------------------------------------------------------------------------------
 
-/** One answer of the mock IMDS: a response (after `delayMs`), or an accepted request never answered. */
+/**
+ * One answer of the mock IMDS: a response (after `delayMs`), an accepted request never answered, a
+ * response whose body never ends, or bytes that are not HTTP.
+ */
 export type ImdsReply =
   | { status: number; body?: string; headers?: Record<string, string>; delayMs?: number }
-  | { hang: true };
+  | { hang: true }
+  | {
+      status: number;
+      headers?: Record<string, string>;
+      /** A body that never ends: `chunk` again and again, every `intervalMs` (0: as fast as read). */
+      endless: { chunk: string; intervalMs: number };
+    }
+  | {
+      /** Bytes written to the connection as they are (not HTTP, or broken HTTP), then closed. */
+      raw: string;
+    };
 
 /**
  * Answers per request path (without the query): the n-th request to a path gets the n-th reply,
@@ -133,8 +146,18 @@ export const IMDS_HANG: ImdsReply = { hang: true };
 
 /** The same reply, sent after `delayMs`. */
 export function slow(delayMs: number, reply: ImdsReply): ImdsReply {
-  if ('hang' in reply) return reply;
+  if ('hang' in reply || 'raw' in reply || 'endless' in reply) return reply;
   return { ...reply, delayMs };
+}
+
+/** 200 whose body never ends: `chunk` sent again and again, every `intervalMs` (0: as fast as read). */
+export function imdsEndless(chunk: string, intervalMs = 0): ImdsReply {
+  return { status: 200, headers: JSON_HEADERS, endless: { chunk, intervalMs } };
+}
+
+/** Bytes that are not a well-formed HTTP answer, written to the connection, which is then closed. */
+export function imdsRaw(bytes: string): ImdsReply {
+  return { raw: bytes };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -349,6 +349,33 @@ describe('the checks, in order', () => {
     assert.ok(spent > 60_000 && spent <= 210_000, `${spent} ms`);
   });
 
+  test('a Retry-After longer than the budget fails with 25 at once, saying how long IMDS asked to wait', async () => {
+    const { system, requests } = world({
+      imds: () => answer(429, '{"error":"throttled"}', 3_600_000),
+    });
+    await expectFailure(
+      runChecks(system, { log: memoryLog(), identity: true }),
+      25,
+      /failed once; the last answer: HTTP 429 \(throttled\), asking to be asked again after 3600 s \(Retry-After\)/,
+    );
+    assert.equal(requests.filter((path) => path.includes('identity')).length, 1);
+  });
+
+  test('"Identity not found", then IMDS gone: 25, counting only the failures and naming both', async () => {
+    let calls = 0;
+    const { system } = world({
+      imds: () =>
+        ++calls <= 3
+          ? answer(400, '{"error":"invalid_request","error_description":"Identity not found"}')
+          : 'unreachable',
+    });
+    await expectFailure(
+      runChecks(system, { log: memoryLog(), identity: true }),
+      25,
+      /failed (\d+) times over \d+ s, after answering "Identity not found" for 30 s; the last answer: connect ECONNREFUSED/,
+    );
+  });
+
   test('a 200 without a token, or an unexpected 403, fails with 25', async () => {
     const noToken = world({ imds: () => answer(200, '{"error":"none"}') });
     await expectFailure(

@@ -37,6 +37,7 @@ export async function checkSystemAssignedIdentity(options: IdentityCheckOptions)
   let absentSince: number | undefined;
   let requests = 0;
   for (;;) {
+    const asked = clock.now().getTime();
     const result = await getWithRetries(options.imds, TOKEN_PATH, {
       clock,
       budgetMs: Math.max(1000, Math.min(unreachableBudgetMs, deadline - clock.now().getTime())),
@@ -47,9 +48,18 @@ export async function checkSystemAssignedIdentity(options: IdentityCheckOptions)
     });
     requests += result.attempts;
     if (!result.ok) {
+      // Only this run of failures: answers of "Identity not found" before it were not failures.
+      const failed =
+        result.attempts === 1
+          ? 'once'
+          : `${result.attempts} times over ${seconds(clock.now().getTime() - asked)}`;
+      const absent =
+        absentSince === undefined
+          ? ''
+          : `, after answering "Identity not found" for ${seconds(asked - absentSince)}`;
       throw new HandlerFailure(
         'imdsUnreachable',
-        `Asking IMDS for the system-assigned identity failed ${requests} times over ${seconds(clock.now().getTime() - started)}; the last answer: ${result.problem}.`,
+        `Asking IMDS for the system-assigned identity failed ${failed}${absent}; the last answer: ${result.problem}.`,
       );
     }
     const { answer } = result;
@@ -57,7 +67,7 @@ export async function checkSystemAssignedIdentity(options: IdentityCheckOptions)
       if (!isTokenAnswer(answer.body)) {
         throw new HandlerFailure(
           'imdsUnreachable',
-          'IMDS answered the identity request with 200 but no token.',
+          `IMDS answered the identity request with 200 but no token: ${describeNonToken(answer.body)}.`,
         );
       }
       return `A system-assigned managed identity is present (IMDS gave a token for the sign-in application after ${requests} request${requests === 1 ? '' : 's'}).`;
@@ -92,6 +102,17 @@ function isTokenAnswer(body: string): boolean {
     return tokenAnswerSchema.safeParse(JSON.parse(body)).success;
   } catch {
     return false;
+  }
+}
+
+/** What a 200 without a token held, for the message: its shape only, never its content. */
+function describeNonToken(body: string): string {
+  if (body.trim() === '') return 'the answer is empty';
+  try {
+    JSON.parse(body);
+    return 'the answer is JSON without a usable access_token';
+  } catch {
+    return `the answer (${Buffer.byteLength(body)} bytes) is not JSON`;
   }
 }
 
