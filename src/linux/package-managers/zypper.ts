@@ -1,4 +1,4 @@
-import { parseRpmQuery, rpmQuery } from './rpm-family.js';
+import { parseRpmPresent, parseRpmQuery, rpmQuery } from './rpm-family.js';
 import type { PackageManager } from './types.js';
 
 /**
@@ -10,6 +10,7 @@ export const zypper: PackageManager = {
   lockFiles: ['/run/zypp.pid', '/var/run/zypp.pid', '/var/lib/rpm/.rpm.lock'],
   queryInstalled: rpmQuery,
   parseInstalled: parseRpmQuery,
+  parsePresent: parseRpmPresent,
   refresh: (repository) => ({ argv: ['zypper', '-q', '-n', 'refresh', repository.id] }),
   install: (packages) => ({
     argv: [
