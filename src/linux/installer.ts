@@ -274,6 +274,13 @@ async function apply(
   }
 
   await waitForLocks(job, manager);
+  if (plan.packages.missing.length > 0) {
+    try {
+      await finishInterruptedRun(job, manager);
+    } catch (error) {
+      failStep('Packages', toFailure(error));
+    }
+  }
 
   try {
     if (repositoryFile) {
@@ -431,6 +438,30 @@ async function importRpmKeys(job: InstallJob, plan: InstallPlan, keys: readonly 
     throw new HandlerFailure(
       'packageManagerFailed',
       `"${command.argv.join(' ')}" failed (exit ${result.exitCode}): ${lastLines(result.stderr)}`,
+    );
+  }
+}
+
+/**
+ * A package-manager run killed halfway (ours, by the agent's timeout, or anyone's) blocks every
+ * later one: apt refuses with "dpkg was interrupted, you must manually run 'dpkg --configure -a'".
+ * Finishing it is what apt asks for, and what the install that follows needs. Before anything of
+ * this run is changed, so a failure leaves nothing to undo.
+ */
+async function finishInterruptedRun(job: InstallJob, manager: PackageManager): Promise<void> {
+  const { interrupted } = manager;
+  if (!interrupted) return;
+  const entries = await job.machine.listDirectory(interrupted.journalFolder);
+  if (!entries.some((name) => interrupted.isJournal(name))) return;
+  const command = interrupted.finish;
+  job.log.warn(
+    `The package manager was interrupted halfway (${interrupted.journalFolder} holds its journal); finishing that first: ${command.argv.join(' ')}`,
+  );
+  const result = await runCommand(job, command);
+  if (result.exitCode !== 0) {
+    throw new HandlerFailure(
+      'packageManagerFailed',
+      `The package manager was interrupted halfway earlier, and "${command.argv.join(' ')}", which finishes that, failed (exit ${result.exitCode}): ${lastLines(result.stderr || result.stdout)}`,
     );
   }
 }

@@ -159,10 +159,11 @@ async function undo(change: Change, { machine, log, signal }: UndoOptions): Prom
     case 'packages': {
       const manager = packageManagers[change.manager];
       const query = manager.queryInstalled(change.names);
-      const installed = manager.parseInstalled((await run(query)).stdout);
+      // Installed, or left halfway by a killed or failed run (dpkg's half-configured, …): both go.
+      const present = manager.parsePresent((await run(query)).stdout);
       // Removed in the reverse of install order: aadsshlogin before aadsshlogin-selinux.
       for (const name of [...change.names].reverse()) {
-        if (!installed.has(name)) continue;
+        if (!present.has(name)) continue;
         const command = manager.remove([name]);
         check(await run(command), command.argv.join(' '));
         log.info(`Undone: the installation of ${name}`);

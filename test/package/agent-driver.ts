@@ -469,6 +469,12 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Wraps the argv the agent would start (`/bin/sh -c <command>`), e.g. in `unshare`. */
   launcher?: Launcher;
+  /**
+   * Called with the pid of the started process once it runs. It leads the command's own process
+   * group (the agent starts each command in a new session), so `process.kill(-pid, 'SIGKILL')`
+   * is the agent's `os.killpg(pgid, SIGKILL)`: the handler and every child it started die.
+   */
+  onStart?: (pid: number) => void;
 }
 
 /** Wraps the argv of a command started with working directory `cwd`. */
@@ -662,6 +668,7 @@ export class HandlerInstance {
       await fs.rm(outFile, { force: true });
       await fs.rm(errFile, { force: true });
     }
+    if (child.pid !== undefined) options.onStart?.(child.pid);
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;

@@ -251,6 +251,15 @@ export interface StandInPackage {
   registerPam?: boolean;
   /** The PAM file, created when absent. Default {@link DEFAULT_PAM_FILE} per format. */
   pamFile?: string;
+  /**
+   * A path in the VM: the install script (deb postinst `configure`, rpm %post) first creates
+   * `<installGate>.reached`, then waits until `<installGate>` exists, so that a test holds the
+   * package manager in the middle of installing the package (and can kill it there). Default:
+   * none.
+   */
+  installGate?: string;
+  /** The same for the removal script (deb prerm `remove`, rpm %preun on the last erase). */
+  removeGate?: string;
 }
 
 interface Registrations {
@@ -258,6 +267,8 @@ interface Registrations {
   nss: boolean;
   pam: boolean;
   pamFile: string;
+  installGate?: string;
+  removeGate?: string;
 }
 
 function registrationsOf(pkg: StandInPackage, format: 'deb' | 'rpm'): Registrations {
@@ -267,14 +278,18 @@ function registrationsOf(pkg: StandInPackage, format: 'deb' | 'rpm'): Registrati
     nss: pkg.registerNss ?? main,
     pam: pkg.registerPam ?? main,
     pamFile: pkg.pamFile ?? DEFAULT_PAM_FILE[format],
+    ...(pkg.installGate === undefined ? {} : { installGate: pkg.installGate }),
+    ...(pkg.removeGate === undefined ? {} : { removeGate: pkg.removeGate }),
   };
 }
 
 function checkPackage(pkg: StandInPackage): void {
   if (!/^[a-z0-9][a-z0-9+.-]+$/.test(pkg.name)) throw new Error(`bad package name: ${pkg.name}`);
   if (!/^[0-9][0-9A-Za-z.+~]*$/.test(pkg.version)) throw new Error(`bad version: ${pkg.version}`);
-  if (pkg.pamFile !== undefined && !/^\/[A-Za-z0-9/._-]+$/.test(pkg.pamFile)) {
-    throw new Error(`bad PAM file: ${pkg.pamFile}`);
+  for (const file of [pkg.pamFile, pkg.installGate, pkg.removeGate]) {
+    if (file !== undefined && !/^\/[A-Za-z0-9/._-]+$/.test(file)) {
+      throw new Error(`bad path: ${file}`);
+    }
   }
 }
 
@@ -310,6 +325,12 @@ function debScripts(reg: Registrations): { postinst?: string; prerm?: string } {
   const remove: string[] = [];
   const appendLine = (file: string) =>
     `if [ -s ${file} ] && [ -n "$(tail -c 1 ${file})" ]; then echo >> ${file}; fi`;
+  const gate = (file: string) => [
+    `: > ${file}.reached`,
+    `while [ ! -e ${file} ]; do sleep 0.1; done`,
+  ];
+  if (reg.installGate) install.push(...gate(reg.installGate));
+  if (reg.removeGate) remove.push(...gate(reg.removeGate));
   if (reg.sshd) {
     const file = '/etc/ssh/sshd_config';
     install.push(
@@ -354,7 +375,7 @@ function debScripts(reg: Registrations): { postinst?: string; prerm?: string } {
     );
     remove.push(`if [ -f ${file} ]; then`, `  sed -i '/pam_aad/d' ${file}`, 'fi');
   }
-  if (install.length === 0) return {};
+  if (install.length === 0 && remove.length === 0) return {};
   const script = (when: string, body: string[]) =>
     [
       '#!/bin/sh',
@@ -379,8 +400,14 @@ function debScripts(reg: Registrations): { postinst?: string; prerm?: string } {
  * registrations only on the last erase (`arg[2] == 0`, rpm's `$1`).
  */
 function rpmScripts(reg: Registrations): { post?: string; preun?: string } {
-  if (!reg.sshd && !reg.nss && !reg.pam) return {};
+  if (!reg.sshd && !reg.nss && !reg.pam && !reg.installGate && !reg.removeGate) return {};
   const lua = (s: string) => JSON.stringify(s); // a JSON string of ASCII is a valid Lua string
+  const gate = (file: string) => `
+do
+  local reached = io.open(${lua(`${file}.reached`)}, 'w')
+  if reached then reached:close() end
+  while not posix.access(${lua(file)}) do posix.sleep(1) end
+end`;
   const common = String.raw`
 local function mkdirs(dir)
   local sofar = ''
@@ -421,6 +448,8 @@ end
 `;
   const post: string[] = [common];
   const preun: string[] = [common, 'if tonumber(arg[2]) ~= 0 then return end'];
+  if (reg.installGate) post.push(gate(reg.installGate));
+  if (reg.removeGate) preun.push(gate(reg.removeGate));
   if (reg.sshd) {
     post.push(`
 do

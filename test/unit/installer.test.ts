@@ -56,6 +56,7 @@ interface FakeVm {
   machine: Machine;
   files: Map<string, Buffer>;
   installed: Map<string, string>;
+  halfway: Map<string, string>;
   commands: string[];
   fetched: string[];
 }
@@ -69,12 +70,15 @@ function fakeVm(
     failing?: string[];
     /** Whether installing aadsshlogin writes the registrations. */
     registers?: boolean;
+    /** Packages dpkg holds in a halfway state (`name → ${Status}`), e.g. left by a killed run. */
+    halfway?: Record<string, string>;
   } = {},
 ): FakeVm {
   const files = new Map(
     Object.entries(options.files ?? {}).map(([file, text]) => [file, Buffer.from(text)]),
   );
   const installed = new Map(Object.entries(options.installed ?? {}));
+  const halfway = new Map(Object.entries(options.halfway ?? {}));
   const commands: string[] = [];
   const fetched: string[] = [];
   const clock = fakeClock();
@@ -116,8 +120,12 @@ function fakeVm(
             return {
               exitCode: 0,
               stdout: names
-                .filter((name) => installed.has(name))
-                .map((name) => `${name}\tinstall ok installed\t${installed.get(name)}\n`)
+                .flatMap((name) => {
+                  const version = installed.get(name);
+                  if (version !== undefined) return [`${name}\tinstall ok installed\t${version}\n`];
+                  const status = halfway.get(name);
+                  return status === undefined ? [] : [`${name}\t${status}\t1.0.031070001\n`];
+                })
                 .join(''),
               stderr: '',
             };
@@ -154,7 +162,17 @@ function fakeVm(
             }
             return { exitCode: 0, stdout: '', stderr: '' };
           case 'dpkg':
-            for (const name of names) installed.delete(name);
+            if (args.includes('--purge')) {
+              for (const name of names) {
+                installed.delete(name);
+                halfway.delete(name);
+              }
+            }
+            if (args.includes('--configure')) {
+              for (const name of [...files.keys()]) {
+                if (name.startsWith('/var/lib/dpkg/updates/')) files.delete(name);
+              }
+            }
             return { exitCode: 0, stdout: '', stderr: '' };
           default:
             return { exitCode: 0, stdout: '', stderr: '' };
@@ -162,7 +180,7 @@ function fakeVm(
       },
     },
   };
-  return { machine, files, installed, commands, fetched };
+  return { machine, files, installed, halfway, commands, fetched };
 }
 
 async function job(
@@ -192,6 +210,8 @@ async function job(
 }
 
 const LIST = '/etc/apt/sources.list.d/microsoft-prod.list';
+/** How the handler purges one of our packages, in whatever state dpkg holds it. */
+const PURGE = 'dpkg --purge --force-remove-reinstreq';
 const REPO = '/etc/yum.repos.d/microsoft-prod.repo';
 const installs = (vm: FakeVm) =>
   vm.commands.filter((line) => / install | --purge | remove |addlock|versionlock/.test(line));
@@ -284,7 +304,7 @@ describe('converge on Debian (apt)', () => {
     assert.equal(error.code, 21);
     assert.match(error.detail, /pam_aad/);
     assert.ok(error.steps.some((step) => step.name === 'PamRegistration'));
-    assert.ok(vm.commands.includes('dpkg --purge aadsshlogin'));
+    assert.ok(vm.commands.includes(`${PURGE} aadsshlogin`));
     assert.equal(vm.installed.has('aadsshlogin'), false);
     assert.deepEqual([...vm.files.keys()], ['/etc/pam.d/common-auth']);
   });
@@ -333,13 +353,77 @@ describe('converge on Debian (apt)', () => {
     };
     const run = await job(vm, 'debian-12', {}, start);
     await converge(run);
-    assert.ok(vm.commands.indexOf('dpkg --purge aadsshlogin') >= 0, 'the half install is purged');
+    assert.ok(vm.commands.indexOf(`${PURGE} aadsshlogin`) >= 0, 'the half install is purged');
     assert.ok(
-      vm.commands.indexOf('dpkg --purge aadsshlogin') <
+      vm.commands.indexOf(`${PURGE} aadsshlogin`) <
         vm.commands.findIndex((line) => line.startsWith('apt-get install')),
     );
     assert.ok(run.log.lines.some((line) => /stopped halfway/.test(line.message)));
     assert.ok(vm.installed.has('aadsshlogin'));
+  });
+
+  test('a package a killed run left half-configured is purged before installing again', async () => {
+    const vm = fakeVm({ halfway: { aadsshlogin: 'install ok half-configured' } });
+    const start: HandlerState = {
+      ...emptyState(),
+      journal: [{ kind: 'packages', manager: 'apt', names: ['aadsshlogin'] }],
+    };
+    const run = await job(vm, 'debian-12', {}, start);
+    await converge(run);
+    const purge = vm.commands.indexOf(`${PURGE} aadsshlogin`);
+    assert.ok(purge >= 0, 'the half-configured package is purged');
+    assert.ok(purge < vm.commands.findIndex((line) => line.startsWith('apt-get install')));
+    assert.ok(vm.installed.has('aadsshlogin'));
+    assert.deepEqual(run.state().journal, []);
+  });
+
+  test('uninstall purges a package a killed uninstall left half-removed, and never claims it is gone while it is not', async () => {
+    const vm = fakeVm();
+    const run = await job(vm, 'debian-12');
+    await converge(run);
+    // A killed `dpkg --purge` (in the package's prerm) leaves it half-configured, wanted purged.
+    vm.installed.delete('aadsshlogin');
+    vm.halfway.set('aadsshlogin', 'purge ok half-configured');
+    const removed = await removeInstallation(run);
+    assert.match(removed, /^removed aadsshlogin, /);
+    assert.ok(vm.commands.includes(`${PURGE} aadsshlogin`));
+    assert.equal(vm.halfway.has('aadsshlogin'), false);
+  });
+
+  test('dpkg interrupted halfway: dpkg --configure -a finishes it before anything changes, then apt-get install', async () => {
+    const vm = fakeVm({
+      files: { '/var/lib/dpkg/updates/0000': '', '/var/lib/dpkg/updates/tmp.i': '' },
+    });
+    const run = await job(vm, 'debian-12');
+    await converge(run);
+    const finish = vm.commands.indexOf('dpkg --force-confold --force-confdef --configure -a');
+    assert.ok(finish >= 0, vm.commands.join('\n'));
+    assert.ok(finish < vm.commands.findIndex((line) => line.startsWith('apt-get update')));
+    assert.ok(vm.installed.has('aadsshlogin'));
+    assert.ok(run.log.lines.some((line) => /interrupted halfway/.test(line.message)));
+  });
+
+  test('dpkg --configure -a failing: 28 naming it, and nothing of this run changed', async () => {
+    const vm = fakeVm({
+      files: { '/var/lib/dpkg/updates/0003': '' },
+      failing: ['dpkg --force-confold --force-confdef --configure -a'],
+    });
+    const run = await job(vm, 'debian-12');
+    const error = await failure(converge(run));
+    assert.equal(error.code, 28);
+    assert.match(error.detail, /dpkg --force-confold --force-confdef --configure -a/);
+    assert.deepEqual([...vm.files.keys()], ['/var/lib/dpkg/updates/0003']);
+    assert.deepEqual(run.state().journal, []);
+  });
+
+  test('only dpkg journal entries named by digits mean an interrupted run', async () => {
+    const vm = fakeVm({ files: { '/var/lib/dpkg/updates/tmp.i': '' } });
+    await converge(await job(vm, 'debian-12'));
+    assert.equal(
+      vm.commands.some((line) => line.includes('--configure')),
+      false,
+      vm.commands.join('\n'),
+    );
   });
 
   test('with the SELinux policy installed, aadsshlogin-selinux comes first and its module is checked', async () => {
@@ -353,7 +437,7 @@ describe('converge on Debian (apt)', () => {
     assert.equal(error.code, 21);
     assert.ok(error.steps.some((step) => step.name === 'SelinuxRegistration'));
     const purges = vm.commands.filter((line) => line.startsWith('dpkg --purge'));
-    assert.deepEqual(purges, ['dpkg --purge aadsshlogin', 'dpkg --purge aadsshlogin-selinux']);
+    assert.deepEqual(purges, [`${PURGE} aadsshlogin`, `${PURGE} aadsshlogin-selinux`]);
   });
 });
 

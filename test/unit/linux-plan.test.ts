@@ -223,6 +223,26 @@ describe('install plan: packages', () => {
 });
 
 describe('package managers', () => {
+  test('packages dpkg holds halfway are present for removal, not installed', () => {
+    const answer = [
+      'aadsshlogin\tinstall ok half-configured\t1.0.031070001',
+      'aadsshlogin-selinux\tinstall reinstreq half-installed\t1.0.031070001',
+      'aadlogin\tdeinstall ok config-files\t1.0.016050002',
+      'selinux-policy-default\tunknown ok not-installed\t',
+      'libc6\tinstall ok installed\t2.36-9',
+      '',
+    ].join('\n');
+    assert.deepEqual(packageManagers.apt.parseInstalled(answer), new Map([['libc6', '2.36-9']]));
+    assert.deepEqual(
+      packageManagers.apt.parsePresent(answer),
+      new Set(['aadsshlogin', 'aadsshlogin-selinux', 'aadlogin', 'libc6']),
+    );
+    assert.deepEqual(
+      packageManagers.dnf.parsePresent('aadsshlogin\t1.0-1\npackage x is not installed\n'),
+      new Set(['aadsshlogin']),
+    );
+  });
+
   test('dpkg-query and rpm answers are read into installed versions', () => {
     assert.deepEqual(
       packageManagers.apt.parseInstalled(

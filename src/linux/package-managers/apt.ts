@@ -3,9 +3,19 @@ import type { PackageManager } from './types.js';
 /** The environment every apt/dpkg command runs with: no questions, ever. */
 const NONINTERACTIVE = { DEBIAN_FRONTEND: 'noninteractive', NEEDRESTART_MODE: 'a' } as const;
 
+/** The configuration-file policy of every dpkg run: keep the local version, never ask. */
+const KEEP_CONFIGURATION = ['--force-confold', '--force-confdef'] as const;
+
 /**
  * apt and dpkg (Debian, Ubuntu). Refreshes read only our sources file; installs keep local
  * configuration files (`--force-confold`); `apt-mark hold` pins a version.
+ *
+ * A run killed halfway (the agent's timeout kills apt-get and the handler) leaves dpkg's journal
+ * in /var/lib/dpkg/updates, and apt refuses to work ("dpkg was interrupted") until
+ * `dpkg --configure -a` finishes it; our package may be left half-installed (its files partly
+ * unpacked, marked "reinstall required") or half-configured. Removal purges it in any of those
+ * states: `--force-remove-reinstreq` lets dpkg remove a package it would otherwise want
+ * reinstalled first, and it is only ever given our own packages.
  */
 export const apt: PackageManager = {
   name: 'apt',
@@ -21,6 +31,16 @@ export const apt: PackageManager = {
       if (name && version && status === 'install ok installed') installed.set(name, version);
     }
     return installed;
+  },
+  parsePresent: (stdout) => {
+    const present = new Set<string>();
+    for (const line of stdout.split('\n')) {
+      // `${Status}` is "<want> <flag> <state>"; a purged package dpkg still lists is not-installed.
+      const [name, status] = line.split('\t');
+      const state = status?.trim().split(/\s+/)[2];
+      if (name && state && state !== 'not-installed') present.add(name);
+    }
+    return present;
   },
   refresh: (repository) => ({
     argv: [
@@ -45,10 +65,7 @@ export const apt: PackageManager = {
       '-q',
       '-y',
       '--no-install-recommends',
-      '-o',
-      'Dpkg::Options::=--force-confold',
-      '-o',
-      'Dpkg::Options::=--force-confdef',
+      ...KEEP_CONFIGURATION.flatMap((option) => ['-o', `Dpkg::Options::=${option}`]),
       // Another apt starting between our wait for the lock and this command: wait, do not fail.
       '-o',
       'DPkg::Lock::Timeout=60',
@@ -56,7 +73,16 @@ export const apt: PackageManager = {
     ],
     env: NONINTERACTIVE,
   }),
-  remove: (names) => ({ argv: ['dpkg', '--purge', ...names], env: NONINTERACTIVE }),
+  remove: (names) => ({
+    argv: ['dpkg', '--purge', '--force-remove-reinstreq', ...names],
+    env: NONINTERACTIVE,
+  }),
+  interrupted: {
+    journalFolder: '/var/lib/dpkg/updates',
+    // What apt checks before it refuses: entries named by digits only (not tmp.i).
+    isJournal: (name) => /^\d+$/.test(name),
+    finish: { argv: ['dpkg', ...KEEP_CONFIGURATION, '--configure', '-a'], env: NONINTERACTIVE },
+  },
   hold: (name) => ({ argv: ['apt-mark', 'hold', name] }),
   release: (name) => ({ argv: ['apt-mark', 'unhold', name] }),
 };

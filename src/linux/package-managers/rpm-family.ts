@@ -15,6 +15,11 @@ export function parseRpmQuery(stdout: string): Map<string, string> {
   return installed;
 }
 
+/** rpm has no halfway states: what is present is what is installed. */
+export function parseRpmPresent(stdout: string): Set<string> {
+  return new Set(parseRpmQuery(stdout).keys());
+}
+
 /**
  * The name rpm gives a key imported with `rpm --import`: `gpg-pubkey-<key id>`, the last eight
  * hexadecimal digits of the fingerprint in lower case (its version part is the creation time).
@@ -48,6 +53,7 @@ export function yumLike(
     ...quirks,
     queryInstalled: rpmQuery,
     parseInstalled: parseRpmQuery,
+    parsePresent: parseRpmPresent,
     refresh: (repository) => ({
       argv: [name, '-q', '-y', '--disablerepo=*', `--enablerepo=${repository.id}`, 'makecache'],
     }),

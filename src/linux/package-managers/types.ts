@@ -31,13 +31,34 @@ export interface PackageManager {
   lockFiles: readonly string[];
   /** Which of `names` are installed, and their versions. */
   queryInstalled(names: readonly string[]): Command;
+  /** The names `queryInstalled` found fully installed, with their versions. */
   parseInstalled(stdout: string): Map<string, string>;
+  /**
+   * The names `queryInstalled` found in the package database in any state: installed, or left
+   * halfway by a run that was killed or failed (dpkg's half-installed, unpacked, half-configured,
+   * config-files). Such a package is not installed, but `remove` must still take it away.
+   */
+  parsePresent(stdout: string): Set<string>;
   /** Refreshes our repository's metadata (only ours where the tool allows it). */
   refresh(repository: RepositoryTarget): Command;
   /** Installs `packages` in this order, non-interactively, keeping local configuration files. */
   install(packages: readonly PackageSpec[], repository: RepositoryTarget): Command;
-  /** Removes `names` completely (purge where the tool distinguishes), in this order. */
+  /**
+   * Removes `names` completely (purge where the tool distinguishes), in this order, in whatever
+   * state `parsePresent` found them.
+   */
   remove(names: readonly string[]): Command;
+  /**
+   * A run of the package manager killed halfway that blocks every later one until it is finished
+   * (dpkg: "dpkg was interrupted, you must manually run 'dpkg --configure -a'"): a file in
+   * `journalFolder` whose name `isJournal` accepts says so, and `finish` completes it. Absent
+   * where no such state exists.
+   */
+  interrupted?: {
+    journalFolder: string;
+    isJournal(name: string): boolean;
+    finish: Command;
+  };
   /** Keeps `name` at its installed version through later updates; `undefined` if not needed. */
   hold(name: string): Command;
   release(name: string): Command;

@@ -1,4 +1,4 @@
-import { parseRpmQuery, rpmQuery } from './rpm-family.js';
+import { parseRpmPresent, parseRpmQuery, rpmQuery } from './rpm-family.js';
 import type { PackageManager } from './types.js';
 
 /**
@@ -18,6 +18,7 @@ export const zypper: PackageManager = {
   ],
   queryInstalled: rpmQuery,
   parseInstalled: parseRpmQuery,
+  parsePresent: parseRpmPresent,
   refresh: (repository) => ({ argv: ['zypper', '-q', '-n', 'refresh', repository.id] }),
   install: (packages) => ({
     argv: [
