@@ -10,6 +10,8 @@ const NONINTERACTIVE = { DEBIAN_FRONTEND: 'noninteractive', NEEDRESTART_MODE: 'a
 export const apt: PackageManager = {
   name: 'apt',
   lockFiles: ['/var/lib/dpkg/lock-frontend', '/var/lib/dpkg/lock', '/var/lib/apt/lists/lock'],
+  workFolders: ['/var/cache/apt', '/var/lib/apt/lists', '/var/lib/dpkg'],
+  cleanCommand: 'apt-get clean',
   queryInstalled: (names) => ({
     // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's own format syntax
     argv: ['dpkg-query', '-W', '-f=${Package}\\t${Status}\\t${Version}\\n', ...names],

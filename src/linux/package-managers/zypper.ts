@@ -8,6 +8,8 @@ import type { PackageManager } from './types.js';
 export const zypper: PackageManager = {
   name: 'zypper',
   lockFiles: ['/run/zypp.pid', '/var/run/zypp.pid', '/var/lib/rpm/.rpm.lock'],
+  workFolders: ['/var/cache/zypp', '/var/lib/zypp', '/var/lib/rpm'],
+  cleanCommand: 'zypper clean --all',
   queryInstalled: rpmQuery,
   parseInstalled: parseRpmQuery,
   refresh: (repository) => ({ argv: ['zypper', '-q', '-n', 'refresh', repository.id] }),
