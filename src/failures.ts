@@ -188,8 +188,9 @@ export const failureKinds = {
   cannotWriteHandlerFiles: {
     code: 64,
     blame: 'vm-configuration',
-    title: 'The handler could not write its status or state files.',
-    remedy: 'Free space (and inodes) under /var/lib/waagent, then apply the extension again.',
+    title: 'The handler could not write its status, state or lock file.',
+    remedy:
+      'Free space (and inodes) on the file system holding the named folder (usually /var/lib/waagent), or make it writable again, then apply the extension again.',
   },
   unexpected: {
     code: 70,

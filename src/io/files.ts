@@ -67,3 +67,27 @@ export function errorMessage(error: unknown): string {
   if (error instanceof Error) return error.message;
   return String(error);
 }
+
+/**
+ * Why writing into `folder` failed, in words an operator can act on: a full disk, an exhausted
+ * quota, a read-only or failing file system, or missing permissions, naming the folder whose
+ * file system needs attention and what to look at. Other errors keep their own message.
+ */
+export function writeProblem(error: unknown, folder: string): string {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  switch (code) {
+    case 'ENOSPC':
+      return `the file system holding ${folder} is full (ENOSPC: no space left on device); free space or inodes there (df -h ${folder} and df -i ${folder} show what is left)`;
+    case 'EDQUOT':
+      return `root's disk quota on the file system holding ${folder} is used up (EDQUOT: disk quota exceeded); free space there or raise the quota`;
+    case 'EROFS':
+      return `the file system holding ${folder} is read-only (EROFS); remount it read-write (a file system the kernel found errors on is remounted read-only: see dmesg)`;
+    case 'EIO':
+      return `the disk holding ${folder} failed to write (EIO: input/output error); see dmesg`;
+    case 'EACCES':
+    case 'EPERM':
+      return `writing into ${folder} is not permitted (${code}); check its owner, mode and attributes (lsattr)`;
+    default:
+      return errorMessage(error);
+  }
+}

@@ -1,6 +1,7 @@
 import {
   closeSync,
   constants,
+  fstatSync,
   mkdirSync,
   openSync,
   renameSync,
@@ -10,6 +11,7 @@ import {
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import winston from 'winston';
+import { writeProblem } from './files.js';
 
 export type LogFields = Record<string, string | number | boolean | null | undefined>;
 
@@ -116,7 +118,9 @@ export function createFileLog(options: FileLogOptions): Log {
   try {
     mkdirSync(options.folder, { recursive: true, mode: 0o755 });
   } catch (error) {
-    problem(`cannot create log folder ${options.folder}: ${(error as Error).message}`);
+    problem(
+      `The handler log folder ${options.folder} cannot be created: ${writeProblem(error, path.dirname(options.folder))}. The command goes on without its log.`,
+    );
     return createNullLog(secrets);
   }
   const transport = new winston.transports.Stream({
@@ -145,7 +149,11 @@ export function createFileLog(options: FileLogOptions): Log {
       ),
     ),
   });
-  logger.on('error', (error: Error) => problem(`cannot write log: ${error.message}`));
+  logger.on('error', (error: Error) =>
+    problem(
+      `The handler log in ${options.folder} cannot be written: ${writeProblem(error, options.folder)}. The command goes on without its log.`,
+    ),
+  );
   let closed = false;
   const write = (level: string) => (message: string, fields?: LogFields) => {
     if (!closed) logger.log({ level, message, fields });
@@ -164,10 +172,20 @@ export function createFileLog(options: FileLogOptions): Log {
   };
 }
 
+/** What opening the log reports when something other than a regular file holds its name. */
+const NOT_A_REGULAR_FILE: Readonly<Record<string, string>> = {
+  ELOOP: 'a symbolic link',
+  EISDIR: 'a folder',
+  ENXIO: 'a FIFO',
+  ENOTREG: 'a FIFO, socket or device',
+};
+
 /**
  * A stream that appends each line synchronously (a command writes a few dozen lines, and none may
  * be lost when the process exits right after) and rotates by size: `file` → `file.1` → … →
- * `file.<maxFiles-1>`, the oldest dropped. A symlink at `file` makes the line a reported problem.
+ * `file.<maxFiles-1>`, the oldest dropped. Anything but a regular file at `file` (a symlink, a
+ * folder, a FIFO that would block the command forever) makes the line a reported problem, as
+ * does a full or read-only file system.
  */
 function rotatingFileStream(
   file: string,
@@ -195,13 +213,19 @@ function rotatingFileStream(
     write(chunk: Buffer, _encoding, next) {
       try {
         rotateFor(chunk.length);
-        // O_NOFOLLOW: a symlink planted at the log's name is never written through.
+        // O_NOFOLLOW: a symlink planted at the log's name is never written through. O_NONBLOCK:
+        // a FIFO there fails to open (ENXIO) instead of waiting for a reader.
         const fd = openSync(
           file,
-          constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | (constants.O_NOFOLLOW ?? 0),
+          constants.O_WRONLY |
+            constants.O_APPEND |
+            constants.O_CREAT |
+            (constants.O_NOFOLLOW ?? 0) |
+            (constants.O_NONBLOCK ?? 0),
           0o644,
         );
         try {
+          if (!fstatSync(fd).isFile()) throw Object.assign(new Error(), { code: 'ENOTREG' });
           for (let written = 0; written < chunk.length; ) {
             written += writeSync(fd, chunk, written);
           }
@@ -209,7 +233,13 @@ function rotatingFileStream(
           closeSync(fd);
         }
       } catch (error) {
-        problem(`cannot write log ${file}: ${(error as Error).message}`);
+        const squatter = NOT_A_REGULAR_FILE[(error as NodeJS.ErrnoException).code ?? ''];
+        const reason = squatter
+          ? `${squatter} is in its place; move it away so that the handler can log again`
+          : writeProblem(error, path.dirname(file));
+        problem(
+          `The handler log ${file} cannot be written: ${reason}. The command goes on without its log.`,
+        );
       }
       next();
     },

@@ -37,6 +37,8 @@ export interface OperationContext<Settings> {
    * rolled back by the next one. The pipeline saves the final state on top of the latest one.
    */
   saveState(change: (state: HandlerState) => HandlerState): Promise<HandlerState>;
+  /** The handler state as last saved (or loaded): what is known even when saving fails. */
+  currentState(): HandlerState;
   /** Milliseconds left before the command's own deadline. */
   remainingMs(): number;
   log: Log;

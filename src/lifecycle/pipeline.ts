@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { failureKinds, HandlerFailure, toFailure } from '../failures.js';
 import type { Clock } from '../io/clock.js';
-import { errorMessage } from '../io/files.js';
+import { writeProblem } from '../io/files.js';
 import { type Log, type LogContext, redact } from '../io/log.js';
 import type { Processes } from '../io/processes.js';
 import {
@@ -17,6 +17,7 @@ import {
   type StatusReport,
   type StatusValue,
   type Substatus,
+  statusFilePath,
   writeStatus,
 } from '../protocol/status.js';
 import type { AgentHints, Extension, OperationContext, Outcome } from './extension.js';
@@ -84,6 +85,9 @@ export async function runCommand<Settings>(
   let statusFolder = path.join(deps.handlerDir, 'status');
   let sequenceNumber = 0;
 
+  /** Why the status file could not be written, once it could not be: exit code 64. */
+  let statusProblem: string | undefined;
+  const warned = new Set<string>();
   const report = async (
     status: StatusValue,
     code: number,
@@ -105,11 +109,23 @@ export async function runCommand<Settings>(
       });
       return true;
     } catch (error) {
-      const problem = `Cannot write the status file in ${statusFolder}: ${errorMessage(error)}`;
-      log?.error(problem);
-      deps.warn?.(problem);
+      statusProblem = `Cannot write the status file ${statusFilePath(statusFolder, sequenceNumber)}: ${writeProblem(error, statusFolder)}.`;
+      if (!warned.has(statusProblem)) {
+        warned.add(statusProblem);
+        log?.error(statusProblem);
+        deps.warn?.(statusProblem);
+      }
       return false;
     }
+  };
+
+  /**
+   * The result when the status file cannot be written: 64, whatever the operation did, with the
+   * reason first (the agent shows this line instead of a status) and then what the operation did.
+   */
+  const unreported = (outcome: string): CommandResult => {
+    const failure = new HandlerFailure('cannotWriteHandlerFiles', `${statusProblem} ${outcome}`);
+    return { exitCode: failure.code, status: 'error', message: failure.operatorMessage };
   };
 
   const fail = async (error: unknown): Promise<CommandResult> => {
@@ -119,8 +135,11 @@ export async function runCommand<Settings>(
     const message = keepRemedy(full, failureKinds[failure.kind].remedy);
     const written = await report('error', failure.statusCode, message, failure.steps);
     if (!written) {
-      const unwritable = new HandlerFailure('cannotWriteHandlerFiles', message);
-      return { exitCode: unwritable.code, status: 'error', message: unwritable.operatorMessage };
+      // Already the failure to write the status (the progress report's): it says it all.
+      if (statusProblem !== undefined && full.includes(statusProblem)) {
+        return { exitCode: failure.code, status: 'error', message: full };
+      }
+      return unreported(full);
     }
     return { exitCode: failure.code, status: 'error', message };
   };
@@ -192,8 +211,15 @@ export async function runCommand<Settings>(
     });
 
     // 5. Progress, the work itself inside the deadline, and the result.
-    if (operation.reports === 'progress') {
-      await report('transitioning', 0, `${operation.title} in progress.`);
+    // A command whose result cannot be reported changes nothing: stop before the work.
+    if (
+      operation.reports === 'progress' &&
+      !(await report('transitioning', 0, `${operation.title} in progress.`))
+    ) {
+      throw new HandlerFailure(
+        'cannotWriteHandlerFiles',
+        `${statusProblem} The command stopped before changing anything.`,
+      );
     }
     const context: OperationContext<Settings> = {
       operation,
@@ -211,6 +237,7 @@ export async function runCommand<Settings>(
         current = next;
         return next;
       },
+      currentState: () => current,
       remainingMs: deadline.remainingMs,
       log,
       signal: deadline.signal,
@@ -230,8 +257,7 @@ export async function runCommand<Settings>(
     });
     log.info(message);
     if (!(await report(outcome.status, 0, message, outcome.substatus))) {
-      const failure = new HandlerFailure('cannotWriteHandlerFiles', message);
-      return { exitCode: failure.code, status: 'error', message: failure.operatorMessage };
+      return unreported(`${message.replace(/\.?$/, '')}, but its status could not be written.`);
     }
     return { exitCode: 0, status: outcome.status, message };
   } catch (error) {

@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { HandlerFailure } from '../failures.js';
-import { errorMessage, readTextIfExists, writeFileAtomic } from '../io/files.js';
+import { readTextIfExists, writeFileAtomic, writeProblem } from '../io/files.js';
 
 /**
  * What this handler has done on the VM, kept in one file outside the versioned handler folder so
@@ -77,7 +77,8 @@ export function fileStateStore(file: string): StateStore {
       } catch (error) {
         throw new HandlerFailure(
           'cannotWriteHandlerFiles',
-          `Cannot write the handler state ${file}: ${errorMessage(error)}.`,
+          `Cannot write the handler state ${file}: ${writeProblem(error, path.dirname(file))}.`,
+          { cause: error },
         );
       }
     },

@@ -47,6 +47,7 @@ function jobBase(context: OperationContext<LinuxSettings>) {
     signal: context.signal,
     remainingMs: context.remainingMs,
     saveState: context.saveState,
+    currentState: context.currentState,
   };
 }
 

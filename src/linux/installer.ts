@@ -1,3 +1,4 @@
+import path from 'node:path';
 import {
   type FailureKindName,
   type FailureStep,
@@ -5,6 +6,7 @@ import {
   HandlerFailure,
   toFailure,
 } from '../failures.js';
+import { errorMessage, writeProblem } from '../io/files.js';
 import type { Log } from '../io/log.js';
 import type { HandlerState } from '../lifecycle/state.js';
 import type { OsRelease } from './checks/os-release.js';
@@ -48,12 +50,14 @@ export interface InstallJob {
   signal: AbortSignal;
   remainingMs(): number;
   saveState(change: (state: HandlerState) => HandlerState): Promise<HandlerState>;
+  /** The handler state as last saved: what a rollback undoes when saving fails (a full disk). */
+  currentState(): HandlerState;
 }
 
 /** What recovering a journal and removing the installation need (no plan). */
 export type RemovalJob = Pick<
   InstallJob,
-  'machine' | 'log' | 'signal' | 'remainingMs' | 'saveState'
+  'machine' | 'log' | 'signal' | 'remainingMs' | 'saveState' | 'currentState'
 >;
 
 export interface ConvergeResult {
@@ -161,12 +165,17 @@ export async function converge(job: InstallJob): Promise<ConvergeResult> {
     steps.push({ name: 'SshdConfiguration', status: 'warning', code: 0, message: warning });
   }
 
-  // Success: this run's journal becomes part of the installation record.
-  state = await job.saveState((latest) => ({
-    ...latest,
-    installed: recordChanges(readInstallation(latest), readJournal(latest), manager.name),
-    journal: [],
-  }));
+  // Success: this run's journal becomes part of the installation record. If that cannot be
+  // saved (a full disk), the changes are undone rather than left unrecorded.
+  try {
+    state = await job.saveState((latest) => ({
+      ...latest,
+      installed: recordChanges(readInstallation(latest), readJournal(latest), manager.name),
+      journal: [],
+    }));
+  } catch (error) {
+    await rollBack(job, error);
+  }
   return {
     installation: readInstallation(state),
     steps,
@@ -314,10 +323,7 @@ async function apply(
         ? await runCommand(job, refresh)
         : { exitCode: 0, stderr: '', stdout: '' };
       if (refresh && refreshed.exitCode !== 0) {
-        throw new HandlerFailure(
-          'repositoryUnavailable',
-          `"${refresh.argv.join(' ')}" failed (exit ${refreshed.exitCode}): ${lastLines(refreshed.stderr || refreshed.stdout)}`,
-        );
+        throw commandFailure('repositoryUnavailable', manager, refresh, refreshed);
       }
       const before = await queryInstalled(
         job,
@@ -333,10 +339,7 @@ async function apply(
       const install = manager.install(plan.packages.wanted, plan.repository.target);
       const installed = await runCommand(job, install);
       if (installed.exitCode !== 0) {
-        throw new HandlerFailure(
-          'packageManagerFailed',
-          `"${install.argv.join(' ')}" failed (exit ${installed.exitCode}): ${lastLines(installed.stderr || installed.stdout)}`,
-        );
+        throw commandFailure('packageManagerFailed', manager, install, installed);
       }
     }
     for (const name of holdsMissing) {
@@ -344,10 +347,7 @@ async function apply(
       const hold = manager.hold(name);
       const held = await runCommand(job, hold);
       if (held.exitCode !== 0) {
-        throw new HandlerFailure(
-          'packageManagerFailed',
-          `"${hold.argv.join(' ')}" failed (exit ${held.exitCode}): ${lastLines(held.stderr || held.stdout)}`,
-        );
+        throw commandFailure('packageManagerFailed', manager, hold, held);
       }
     }
     step(
@@ -359,11 +359,15 @@ async function apply(
   }
 }
 
-/** Undoes this run's journal, then throws `error` (saying what could not be undone, if anything). */
+/**
+ * Undoes this run's journal, then throws `error` (saying what could not be undone, if anything).
+ * The journal is the one last saved, so a state that can no longer be saved (a full disk, perhaps
+ * the very failure being rolled back) does not stop the undoing; the next command then finds the
+ * journal again and undoes nothing twice (files and packages are checked first).
+ */
 async function rollBack(job: InstallJob, error: unknown): Promise<never> {
   const failure = toFailure(error);
-  const state = await job.saveState((latest) => latest);
-  const journal = readJournal(state);
+  const journal = readJournal(job.currentState());
   if (journal.length === 0) throw failure;
   job.log.warn(`Undoing this run's changes: ${journal.map(describeChange).join('; ')}`);
   const left = await undoChanges(journal, {
@@ -371,7 +375,11 @@ async function rollBack(job: InstallJob, error: unknown): Promise<never> {
     log: job.log,
     signal: job.signal,
   });
-  await job.saveState((latest) => ({ ...latest, journal: left }));
+  await job
+    .saveState((latest) => ({ ...latest, journal: left }))
+    .catch((saveError: unknown) => {
+      job.log.warn(`The undone journal is not saved: ${errorMessage(saveError)}`);
+    });
   const undone =
     left.length === 0
       ? ' The VM was returned to how it was before this run.'
@@ -422,7 +430,15 @@ async function writeJournalled(
     written: sha256(bytes),
     previous: previous === undefined ? null : previous.toString('base64'),
   });
-  await job.machine.writeFile(file, bytes, 0o644);
+  try {
+    await job.machine.writeFile(file, bytes, 0o644);
+  } catch (error) {
+    throw new HandlerFailure(
+      'packageManagerFailed',
+      `Cannot write ${file}: ${writeProblem(error, path.dirname(file))}.`,
+      { cause: error },
+    );
+  }
 }
 
 /** rpm families: the keys into the rpm database too (zypper trusts only those); journalled. */
@@ -435,9 +451,11 @@ async function importRpmKeys(job: InstallJob, plan: InstallPlan, keys: readonly 
   const command = rpmKeys.import(plan.repository.keys.file);
   const result = await runCommand(job, command);
   if (result.exitCode !== 0) {
-    throw new HandlerFailure(
+    throw commandFailure(
       'packageManagerFailed',
-      `"${command.argv.join(' ')}" failed (exit ${result.exitCode}): ${lastLines(result.stderr)}`,
+      packageManagers[plan.repository.manager],
+      command,
+      result,
     );
   }
 }
@@ -488,6 +506,49 @@ async function runCommand(job: InstallJob, command: Command) {
   if (result.exitCode === 0) job.log.info(`Ran: ${command.argv.join(' ')}`, fields);
   else logFailure(job.log, command, result, fields);
   return result;
+}
+
+/** What package managers print when the disk is full or read-only (apt, dpkg, dnf, rpm, zypper). */
+const DISK_FULL =
+  /no space left on device|disk quota exceeded|\[errno 28\]|enough free (disk )?space|more space needed|needs \S+ (more space )?on the \S+ file ?system/i;
+const READ_ONLY = /read-only file ?system/i;
+
+/**
+ * A package-manager command that failed, as the failure to report: of `kind`, quoting the
+ * command and its last lines; but when its output says the disk is full or read-only, 28 whatever
+ * the step, naming the folders to free (the repository or the network is not what to fix then).
+ */
+function commandFailure(
+  kind: FailureKindName,
+  manager: PackageManager,
+  command: Command,
+  result: { exitCode: number; stdout: string; stderr: string },
+): HandlerFailure {
+  const failed = `"${command.argv.join(' ')}" failed (exit ${result.exitCode})`;
+  const lines = `${result.stderr}\n${result.stdout}`.split('\n');
+  const full = lines.filter((line) => DISK_FULL.test(line));
+  const readOnly = lines.filter((line) => READ_ONLY.test(line));
+  const folders = joinNames(manager.workFolders);
+  if (full.length > 0) {
+    return new HandlerFailure(
+      'packageManagerFailed',
+      `The VM's disk is full: free space (and inodes) on the file systems holding ${folders} (df -h and df -i show which one; ${manager.cleanCommand} empties the package cache). ${failed}: ${lastLines([...new Set(full)].join('\n'), 2, 300)}`,
+    );
+  }
+  if (readOnly.length > 0) {
+    return new HandlerFailure(
+      'packageManagerFailed',
+      `A file system the package manager writes to is read-only: remount the one holding ${folders} read-write (see dmesg for why the kernel made it read-only). ${failed}: ${lastLines([...new Set(readOnly)].join('\n'), 2, 300)}`,
+    );
+  }
+  return new HandlerFailure(kind, `${failed}: ${lastLines(result.stderr || result.stdout)}`);
+}
+
+/** "a", "a and b", "a, b and c". */
+function joinNames(names: readonly string[]): string {
+  return names.length <= 1
+    ? (names[0] ?? '')
+    : `${names.slice(0, -1).join(', ')} and ${names[names.length - 1]}`;
 }
 
 function logFailure(

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { HandlerFailure } from '../failures.js';
 import type { Clock } from '../io/clock.js';
-import { errorMessage, isNotFound } from '../io/files.js';
+import { isNotFound, writeProblem } from '../io/files.js';
 
 /**
  * An exclusive lock between all commands of this handler on the VM, old and new versions alike
@@ -76,7 +76,14 @@ export async function acquireLock(options: LockOptions): Promise<HeldLock> {
     version: options.version,
     acquiredAt: options.clock.now().toISOString(),
   };
-  await fs.mkdir(path.dirname(options.file), { recursive: true, mode: 0o700 });
+  const folder = path.dirname(options.file);
+  await fs.mkdir(folder, { recursive: true, mode: 0o700 }).catch((error: unknown) => {
+    throw new HandlerFailure(
+      'cannotWriteHandlerFiles',
+      `Cannot create the handler's folder ${folder}: ${writeProblem(error, path.dirname(folder))}.`,
+      { cause: error },
+    );
+  });
   const started = options.clock.now().getTime();
   let warned = false;
   for (;;) {
@@ -119,15 +126,25 @@ async function tryCreate(file: string, holder: LockHolder): Promise<boolean> {
     if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
     throw new HandlerFailure(
       'cannotWriteHandlerFiles',
-      `Cannot create the lock file ${file}: ${errorMessage(error)}.`,
+      `Cannot create the lock file ${file}: ${writeProblem(error, path.dirname(file))}.`,
+      { cause: error },
     );
   }
   try {
     await handle.writeFile(JSON.stringify(holder));
     await handle.sync();
-  } finally {
-    await handle.close();
+  } catch (error) {
+    // A full disk takes the empty file but not its content: remove it, or the next command
+    // would find an unreadable lock and wait for it to grow old before breaking it.
+    await handle.close().catch(() => undefined);
+    await fs.rm(file, { force: true });
+    throw new HandlerFailure(
+      'cannotWriteHandlerFiles',
+      `Cannot write the lock file ${file}: ${writeProblem(error, path.dirname(file))}.`,
+      { cause: error },
+    );
   }
+  await handle.close();
   return true;
 }
 

@@ -126,7 +126,8 @@ export async function readStatus(
 /**
  * Writes `status/<seq>.status` atomically. A `transitioning` report never replaces a terminal one
  * for the same sequence number (a re-run would otherwise leave the portal "transitioning" forever
- * if it died); terminal reports always replace what is there. Returns whether it wrote.
+ * if it died); terminal reports always replace what is there, even on a disk too full to hold the
+ * old and the new file at once, when the old one is only `transitioning`. Returns whether it wrote.
  */
 export async function writeStatus(
   statusFolder: string,
@@ -140,10 +141,20 @@ export async function writeStatus(
     if (currentStatus && isTerminal(currentStatus)) return false;
   }
   await fse.ensureDir(statusFolder, 0o700);
-  await writeFileAtomic(
-    statusFilePath(statusFolder, sequenceNumber),
-    renderStatus(report, handlerName, now),
-    0o644,
-  );
+  const file = statusFilePath(statusFolder, sequenceNumber);
+  const text = renderStatus(report, handlerName, now);
+  try {
+    await writeFileAtomic(file, text, 0o644);
+  } catch (error) {
+    // A disk with room for one status file but not for two: the `transitioning` one being
+    // replaced holds the room. Without it the result fits; an absent status is better than a
+    // progress report that stays for ever.
+    const code = (error as NodeJS.ErrnoException).code;
+    if (!(code === 'ENOSPC' || code === 'EDQUOT') || !isTerminal(report.status)) throw error;
+    const current = await readStatus(statusFolder, sequenceNumber);
+    if (current?.[0]?.status.status !== 'transitioning') throw error;
+    await fse.remove(file);
+    await writeFileAtomic(file, text, 0o644);
+  }
   return true;
 }

@@ -675,6 +675,7 @@ function linuxOn(vm: ReturnType<typeof fakeVm>): Extension<LinuxSettings> {
     signal: context.signal,
     remainingMs: context.remainingMs,
     saveState: context.saveState,
+    currentState: context.currentState,
   });
   const configure = async (context: OperationContext<LinuxSettings>, identity: boolean) => {
     const checks = await runChecks(vm.system, {

@@ -68,6 +68,10 @@ function fakeVm(
     answers?: Record<string, { status: number; body?: string } | 'unreachable'>;
     /** argv (joined) prefixes that fail. */
     failing?: string[];
+    /** argv (joined) prefixes that fail (exit 100) with this output. */
+    failingWith?: Record<string, { stdout?: string; stderr?: string }>;
+    /** Files whose writing fails as on a full disk. */
+    fullFiles?: string[];
     /** Whether installing aadsshlogin writes the registrations. */
     registers?: boolean;
     /** Packages dpkg holds in a halfway state (`name → ${Status}`), e.g. left by a killed run. */
@@ -89,8 +93,17 @@ function fakeVm(
       for (const [file, text] of Object.entries(REGISTRATIONS)) files.set(file, Buffer.from(text));
     }
   };
+  const memory = memoryFiles(files);
   const machine: Machine = {
-    ...memoryFiles(files),
+    ...memory,
+    writeFile: async (file, content) => {
+      if (options.fullFiles?.includes(file)) {
+        throw Object.assign(new Error('ENOSPC: no space left on device, write'), {
+          code: 'ENOSPC',
+        });
+      }
+      await memory.writeFile(file, content);
+    },
     clock,
     proxyEnvironment: {},
     lockProbe: { readText: async () => '', identity: async () => undefined },
@@ -111,6 +124,11 @@ function fakeVm(
       async run(file, args) {
         const line = [file, ...args].join(' ');
         commands.push(line);
+        const output = Object.entries(options.failingWith ?? {}).find(([prefix]) =>
+          line.startsWith(prefix),
+        )?.[1];
+        if (output)
+          return { exitCode: 100, stdout: output.stdout ?? '', stderr: output.stderr ?? '' };
         if (options.failing?.some((prefix) => line.startsWith(prefix))) {
           return { exitCode: 100, stdout: '', stderr: `E: ${file} failed on purpose\n` };
         }
@@ -205,6 +223,7 @@ async function job(
       state = change(state);
       return state;
     },
+    currentState: () => state,
     state: () => state,
   };
 }
@@ -570,4 +589,111 @@ describe('only trusted keys, and only a repository that passes signature checks'
       assert.deepEqual(run.state().journal, []);
     });
   }
+});
+
+describe('a full disk', () => {
+  // What apt, dpkg and apt's refresh print when a folder they write to is full (measured in a
+  // Debian 12 root whose /var/cache/apt/archives, /var/lib/dpkg or /var/lib/apt/lists was a full
+  // tmpfs; test/package/faults-disk.test.ts runs them for real).
+  const APT_FETCH =
+    'E: Failed to fetch http://mirror.example.test/repos/microsoft-debian-bookworm-prod/pool/main/a/aadsshlogin/aadsshlogin_1.0.031070001_all.deb  Error writing to file - write (28: No space left on device) [IP: 10.0.0.4 80]\nE: Unable to fetch some archives, maybe run apt-get update or try with --fix-missing?\n';
+  const DPKG_STDOUT =
+    'Fetched 1480 B in 0s (0 B/s)\ndpkg: unrecoverable fatal error, aborting:\n unable to fill /var/lib/dpkg/updates/tmp.i with padding: No space left on device\n';
+  const DPKG_STDERR =
+    'debconf: delaying package configuration, since apt-utils is not installed\nE: Sub-process /usr/bin/dpkg returned an error code (2)\n';
+  const SOURCE_CACHE =
+    'E: Write error - write (28: No space left on device)\nE: IO Error saving source cache\nE: The package lists or status file could not be parsed or opened.\n';
+
+  for (const [what, failingWith, quoted] of [
+    [
+      "apt's download cache",
+      { 'apt-get install': { stderr: APT_FETCH } },
+      /Error writing to file - write \(28: No space left on device\)/,
+    ],
+    [
+      "dpkg's database (dpkg says so on stdout)",
+      { 'apt-get install': { stdout: DPKG_STDOUT, stderr: DPKG_STDERR } },
+      /unable to fill \/var\/lib\/dpkg\/updates\/tmp\.i with padding: No space left on device/,
+    ],
+    [
+      "apt's metadata, while refreshing (not the repository's fault: 28, not 20)",
+      { 'apt-get update': { stderr: SOURCE_CACHE } },
+      /Write error - write \(28: No space left on device\)/,
+    ],
+  ] as const) {
+    test(`${what}: 28 saying the disk is full, which folders to free, the tool's line, and everything undone`, async () => {
+      const vm = fakeVm({ failingWith });
+      const run = await job(vm, 'debian-12');
+      const error = await failure(converge(run));
+      assert.equal(error.code, 28);
+      assert.match(
+        error.detail,
+        /^The VM's disk is full: free space \(and inodes\) on the file systems holding \/var\/cache\/apt, \/var\/lib\/apt\/lists and \/var\/lib\/dpkg \(df -h and df -i show which one; apt-get clean empties the package cache\)\. "apt-get /,
+      );
+      assert.match(error.detail, quoted);
+      assert.match(error.detail, /returned to how it was before this run/);
+      assert.equal(vm.files.size, 0);
+      assert.equal(vm.installed.has('aadsshlogin'), false);
+      assert.deepEqual(run.state().journal, []);
+    });
+  }
+
+  test('the repository file cannot be written: 28 naming it and the full file system, the key removed again', async () => {
+    const vm = fakeVm({ fullFiles: [LIST] });
+    const run = await job(vm, 'debian-12');
+    const error = await failure(converge(run));
+    assert.equal(error.code, 28);
+    assert.match(
+      error.detail,
+      /^Cannot write \/etc\/apt\/sources\.list\.d\/microsoft-prod\.list: the file system holding \/etc\/apt\/sources\.list\.d is full \(ENOSPC: no space left on device\); free space or inodes there/,
+    );
+    assert.match(error.detail, /returned to how it was before this run/);
+    assert.equal(vm.files.size, 0, 'the keyring written before it is gone again');
+    assert.deepEqual(run.state().journal, []);
+  });
+
+  /** A job whose state can be saved `saves` more times, then fails as on a full disk. */
+  async function jobWithStateRoom(vm: FakeVm, saves: number) {
+    const run = await job(vm, 'debian-12');
+    let left = saves;
+    const save = run.saveState;
+    run.saveState = async (change) => {
+      if (left-- <= 0) {
+        throw new HandlerFailure(
+          'cannotWriteHandlerFiles',
+          'Cannot write the handler state /var/lib/waagent/x.state/state.json: the file system holding /var/lib/waagent/x.state is full (ENOSPC: no space left on device).',
+        );
+      }
+      return save(change);
+    };
+    return run;
+  }
+
+  test('the state fills up halfway (the journal entry before the repository file): 64, and the keyring written before it removed', async () => {
+    const vm = fakeVm();
+    // Saves: the recovery check, the keyring's journal entry; the repository file's fails.
+    const run = await jobWithStateRoom(vm, 2);
+    const error = await failure(converge(run));
+    assert.equal(error.code, 64);
+    assert.match(error.detail, /Cannot write the handler state .* returned to how it was/);
+    assert.equal(vm.files.size, 0);
+    assert.deepEqual(installs(vm), []);
+    assert.ok(
+      run.log.lines.some((line) => /The undone journal is not saved/.test(line.message)),
+      'says the journal on disk is stale (the next command undoes nothing twice)',
+    );
+  });
+
+  test('the state fills up at the very end (recording the installation): 64, and the packages and files removed again', async () => {
+    const vm = fakeVm();
+    // Saves: the recovery check, the keyring, the repository file, the packages; the record fails.
+    const run = await jobWithStateRoom(vm, 4);
+    const error = await failure(converge(run));
+    assert.equal(error.code, 64);
+    assert.match(error.detail, /returned to how it was before this run/);
+    assert.equal(vm.installed.has('aadsshlogin'), false);
+    assert.ok(vm.commands.includes('dpkg --purge aadsshlogin'));
+    assert.equal(vm.files.has(LIST), false);
+    assert.equal(vm.files.has(KEY_FILE.apt), false);
+  });
 });

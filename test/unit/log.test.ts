@@ -1,10 +1,13 @@
 import assert from 'node:assert/strict';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, test } from 'node:test';
+import { promisify } from 'node:util';
 import { createFileLog, formatLine, redact } from '../../src/io/log.js';
 import { temporaryFolder } from '../fakes.js';
 
+const execFileAsync = promisify(execFile);
 const context = { operation: 'enable', sequenceNumber: 3, version: '1.0.0.0' };
 
 describe('log', () => {
@@ -69,6 +72,42 @@ describe('log', () => {
     await log.close();
     await cleanup();
     assert.equal(problems.length, 1);
-    assert.match(problems[0] ?? '', /cannot create log folder .*a-file\/logs: ENOTDIR/);
+    assert.match(
+      problems[0] ?? '',
+      /^The handler log folder .*a-file\/logs cannot be created: ENOTDIR.* The command goes on without its log\.$/,
+    );
   });
+
+  for (const [what, plant, named] of [
+    ['a folder', (file: string) => mkdir(file), /a folder is in its place/],
+    [
+      'a FIFO nobody reads (opening it for writing would wait forever)',
+      (file: string) => execFileAsync('mkfifo', [file]),
+      /a FIFO is in its place/,
+    ],
+  ] as const) {
+    test(`${what} where the log file goes: reported once, the command goes on`, async () => {
+      const { dir, cleanup } = await temporaryFolder();
+      try {
+        const file = path.join(dir, 'handler.log');
+        await plant(file);
+        const problems: string[] = [];
+        const log = createFileLog({
+          folder: dir,
+          fileName: 'handler.log',
+          context,
+          onProblem: (problem) => problems.push(problem),
+        });
+        log.info('dropped');
+        log.warn('dropped too');
+        await log.close();
+        assert.equal(problems.length, 1, problems.join('\n'));
+        assert.match(problems[0] ?? '', new RegExp(`^The handler log ${file} cannot be written: `));
+        assert.match(problems[0] ?? '', named);
+        assert.match(problems[0] ?? '', /move it away so that the handler can log again/);
+      } finally {
+        await cleanup();
+      }
+    });
+  }
 });

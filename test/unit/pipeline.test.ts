@@ -351,6 +351,46 @@ describe('lifecycle pipeline', () => {
       const result = await runCommand('disable', deps);
       assert.equal(result.exitCode, 64);
       assert.match(warnings.join('\n'), /Cannot write the status file/);
+      assert.match(
+        result.message,
+        /^Cannot write the status file .*not-a-folder\/status\/0\.status: .* Disable succeeded: disable done, but its status could not be written\. Free space/,
+      );
+    } finally {
+      await folder.cleanup();
+    }
+  });
+
+  test('a command whose progress cannot be reported stops with 64 before its work, saying why once', async () => {
+    const folder = await handlerFolder();
+    try {
+      await folder.settings(0, {});
+      await writeFile(path.join(folder.handlerDir, 'not-a-folder'), '');
+      await writeFile(
+        path.join(folder.handlerDir, 'HandlerEnvironment.json'),
+        JSON.stringify([
+          {
+            version: 1.0,
+            handlerEnvironment: {
+              logFolder: path.join(folder.lib, 'log'),
+              configFolder: folder.config,
+              statusFolder: path.join(folder.handlerDir, 'not-a-folder', 'status'),
+            },
+          },
+        ]),
+      );
+      const warnings: string[] = [];
+      const extension = fakeExtension(succeed);
+      const { deps } = dependencies(folder.handlerDir, extension, {
+        warn: (message) => warnings.push(message),
+      });
+      const result = await runCommand('enable', deps);
+      assert.equal(result.exitCode, 64);
+      assert.deepEqual(extension.calls, [], 'the work never started');
+      assert.equal(warnings.length, 1, warnings.join('\n'));
+      assert.match(
+        result.message,
+        /^Enable failed: Cannot write the status file .*\/0\.status: .* The command stopped before changing anything\. Free space \(and inodes\) on the file system holding the named folder/,
+      );
     } finally {
       await folder.cleanup();
     }

@@ -20,6 +20,8 @@ const KEEP_CONFIGURATION = ['--force-confold', '--force-confdef'] as const;
 export const apt: PackageManager = {
   name: 'apt',
   lockFiles: ['/var/lib/dpkg/lock-frontend', '/var/lib/dpkg/lock', '/var/lib/apt/lists/lock'],
+  workFolders: ['/var/cache/apt', '/var/lib/apt/lists', '/var/lib/dpkg'],
+  cleanCommand: 'apt-get clean',
   queryInstalled: (names) => ({
     // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's own format syntax
     argv: ['dpkg-query', '-W', '-f=${Package}\\t${Status}\\t${Version}\\n', ...names],

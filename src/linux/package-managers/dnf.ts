@@ -18,6 +18,7 @@ export const dnf = yumLike('dnf', {
     '/var/cache/dnf/metadata_lock.pid',
     '/var/cache/dnf/download_lock.pid',
   ],
+  workFolders: ['/var/cache/dnf', '/var/lib/dnf', '/var/lib/rpm'],
   hold: (name) => ({ argv: ['dnf', '-q', '-y', 'versionlock', 'add', name] }),
   release: (name) => ({ argv: ['dnf', '-q', '-y', 'versionlock', 'delete', name] }),
 });

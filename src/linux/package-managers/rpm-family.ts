@@ -46,11 +46,12 @@ export function rpmSpec(spec: PackageSpec): string {
  */
 export function yumLike(
   name: 'dnf' | 'yum' | 'tdnf',
-  quirks: Pick<PackageManager, 'lockFiles' | 'hold' | 'release'>,
+  quirks: Pick<PackageManager, 'lockFiles' | 'workFolders' | 'hold' | 'release'>,
 ): PackageManager {
   return {
     name,
     ...quirks,
+    cleanCommand: `${name} clean all`,
     queryInstalled: rpmQuery,
     parseInstalled: parseRpmQuery,
     parsePresent: parseRpmPresent,

@@ -6,6 +6,7 @@ import { yumLike } from './rpm-family.js';
  */
 export const tdnf = yumLike('tdnf', {
   lockFiles: ['/var/run/.tdnf-instance-lockfile', '/var/lib/rpm/.rpm.lock'],
+  workFolders: ['/var/cache/tdnf', '/var/lib/rpm'],
   hold: (name) => {
     throw new Error(`tdnf cannot hold ${name} at a version`);
   },

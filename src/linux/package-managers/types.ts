@@ -29,6 +29,13 @@ export interface PackageManager {
   name: ManagerName;
   /** Files the manager locks while it works (to wait for, and to name their holder). */
   lockFiles: readonly string[];
+  /**
+   * Folders the manager writes to while it works (downloads, metadata, its database): where to
+   * free space when it fails for a full disk.
+   */
+  workFolders: readonly string[];
+  /** What the operator runs to empty its download cache (named in a full-disk failure). */
+  cleanCommand: string;
   /** Which of `names` are installed, and their versions. */
   queryInstalled(names: readonly string[]): Command;
   /** The names `queryInstalled` found fully installed, with their versions. */

@@ -16,6 +16,8 @@ export const zypper: PackageManager = {
     '/var/lib/rpm/.rpm.lock',
     '/usr/lib/sysimage/rpm/.rpm.lock',
   ],
+  workFolders: ['/var/cache/zypp', '/var/lib/zypp', '/var/lib/rpm'],
+  cleanCommand: 'zypper clean --all',
   queryInstalled: rpmQuery,
   parseInstalled: parseRpmQuery,
   parsePresent: parseRpmPresent,
