@@ -692,7 +692,7 @@ describe('a full disk', () => {
     assert.equal(error.code, 64);
     assert.match(error.detail, /returned to how it was before this run/);
     assert.equal(vm.installed.has('aadsshlogin'), false);
-    assert.ok(vm.commands.includes('dpkg --purge aadsshlogin'));
+    assert.ok(vm.commands.includes(`${PURGE} aadsshlogin`));
     assert.equal(vm.files.has(LIST), false);
     assert.equal(vm.files.has(KEY_FILE.apt), false);
   });
