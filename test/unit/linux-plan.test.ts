@@ -267,4 +267,20 @@ describe('package managers', () => {
     }
     assert.throws(() => packageManagers.tdnf.hold('aadsshlogin'), /cannot hold/);
   });
+
+  test('a lock taken after our wait is waited for by the tool itself, not failed at once', () => {
+    const { apt, zypper } = packageManagers;
+    const spec = [{ name: 'aadsshlogin' }];
+    const repository = { file: '/etc/zypp/repos.d/microsoft-prod.repo', id: 'microsoft-prod' };
+    assert.ok(apt.install(spec, repository).argv.includes('DPkg::Lock::Timeout=60'));
+    for (const command of [
+      zypper.refresh(repository),
+      zypper.install(spec, repository),
+      zypper.remove(['aadsshlogin']),
+      zypper.hold('aadsshlogin'),
+      zypper.release('aadsshlogin'),
+    ]) {
+      assert.equal(command.env?.ZYPP_LOCK_TIMEOUT, '60', command.argv.join(' '));
+    }
+  });
 });

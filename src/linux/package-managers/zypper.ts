@@ -2,6 +2,13 @@ import { parseRpmPresent, parseRpmQuery, rpmQuery } from './rpm-family.js';
 import type { PackageManager } from './types.js';
 
 /**
+ * A lock taken between our wait and zypper's start (another zypper, PackageKit) makes zypper exit
+ * 7 at once by default; libzypp waits this many seconds for it instead, as apt gets
+ * `DPkg::Lock::Timeout=60`.
+ */
+const WAIT_FOR_LOCK = { ZYPP_LOCK_TIMEOUT: '60' };
+
+/**
  * zypper (SLES, openSUSE). Non-interactive (`-n`), refreshes only our repository by its alias,
  * holds a version with a package lock (`addlock`) so `zypper update` cannot replace it.
  */
@@ -21,7 +28,10 @@ export const zypper: PackageManager = {
   queryInstalled: rpmQuery,
   parseInstalled: parseRpmQuery,
   parsePresent: parseRpmPresent,
-  refresh: (repository) => ({ argv: ['zypper', '-q', '-n', 'refresh', repository.id] }),
+  refresh: (repository) => ({
+    argv: ['zypper', '-q', '-n', 'refresh', repository.id],
+    env: WAIT_FOR_LOCK,
+  }),
   install: (packages) => ({
     argv: [
       'zypper',
@@ -31,8 +41,9 @@ export const zypper: PackageManager = {
       '--oldpackage',
       ...packages.map((spec) => (spec.version ? `${spec.name}=${spec.version}` : spec.name)),
     ],
+    env: WAIT_FOR_LOCK,
   }),
-  remove: (names) => ({ argv: ['zypper', '-q', '-n', 'remove', ...names] }),
-  hold: (name) => ({ argv: ['zypper', '-q', '-n', 'addlock', name] }),
-  release: (name) => ({ argv: ['zypper', '-q', '-n', 'removelock', name] }),
+  remove: (names) => ({ argv: ['zypper', '-q', '-n', 'remove', ...names], env: WAIT_FOR_LOCK }),
+  hold: (name) => ({ argv: ['zypper', '-q', '-n', 'addlock', name], env: WAIT_FOR_LOCK }),
+  release: (name) => ({ argv: ['zypper', '-q', '-n', 'removelock', name], env: WAIT_FOR_LOCK }),
 };
