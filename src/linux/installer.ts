@@ -11,6 +11,7 @@ import type { OsRelease } from './checks/os-release.js';
 import {
   type Change,
   describeChange,
+  failureLines,
   type Installation,
   lastLines,
   readInstallation,
@@ -67,8 +68,30 @@ export interface ConvergeResult {
 const LOCK_WAIT_MAX_MS = 10 * 60_000;
 /** Time kept for the package manager's own work after waiting for its lock. */
 const WORK_RESERVE_MS = 120_000;
-/** Time allowed for each request to the repository (keys, the flavour probe), retries included. */
+/**
+ * Time allowed for each request to the repository (keys, the flavour probe), retries included,
+ * unless it is answered 429 (see throttledFetchBudgetMs).
+ */
 const FETCH_BUDGET_MS = 60_000;
+
+/**
+ * How long one request to the repository may take, retries included, when `remainingMs` of the
+ * command's deadline are left: a minute at most, never the time kept for the package manager's own
+ * work, and never less than 5 s.
+ */
+export function fetchBudgetMs(remainingMs: number): number {
+  return Math.min(FETCH_BUDGET_MS, throttledFetchBudgetMs(remainingMs));
+}
+
+/**
+ * How long one request may go on being answered 429 (rate limited): as long as the deadline
+ * leaves the package manager its time. A scale set behind one NAT address can keep
+ * packages.microsoft.com's limit exceeded for minutes; failing after one would fail VMs that a
+ * little patience gets through (test/package/faults-mirror.test.ts, the 200-process simulation).
+ */
+export function throttledFetchBudgetMs(remainingMs: number): number {
+  return Math.max(5_000, remainingMs - WORK_RESERVE_MS);
+}
 
 const REGISTRATION_STEP: Record<Problem['what'], string> = {
   sshd: 'SshdRegistration',
@@ -263,8 +286,8 @@ async function apply(
     try {
       const fetchJob = {
         ...job,
-        budgetMs: () =>
-          Math.min(FETCH_BUDGET_MS, Math.max(5_000, job.remainingMs() - WORK_RESERVE_MS)),
+        budgetMs: () => fetchBudgetMs(job.remainingMs()),
+        throttledBudgetMs: () => throttledFetchBudgetMs(job.remainingMs()),
       };
       keys = await fetchTrustedKeys(fetchJob, plan);
       repositoryFile = await chooseRepository(fetchJob, plan);
@@ -309,7 +332,7 @@ async function apply(
       if (refresh && refreshed.exitCode !== 0) {
         throw new HandlerFailure(
           'repositoryUnavailable',
-          `"${refresh.argv.join(' ')}" failed (exit ${refreshed.exitCode}): ${lastLines(refreshed.stderr || refreshed.stdout)}`,
+          `"${refresh.argv.join(' ')}" failed (exit ${refreshed.exitCode}): ${failureLines(refreshed.stderr || refreshed.stdout)}`,
         );
       }
       const before = await queryInstalled(
@@ -328,7 +351,7 @@ async function apply(
       if (installed.exitCode !== 0) {
         throw new HandlerFailure(
           'packageManagerFailed',
-          `"${install.argv.join(' ')}" failed (exit ${installed.exitCode}): ${lastLines(installed.stderr || installed.stdout)}`,
+          `"${install.argv.join(' ')}" failed (exit ${installed.exitCode}): ${failureLines(installed.stderr || installed.stdout)}`,
         );
       }
     }
@@ -339,7 +362,7 @@ async function apply(
       if (held.exitCode !== 0) {
         throw new HandlerFailure(
           'packageManagerFailed',
-          `"${hold.argv.join(' ')}" failed (exit ${held.exitCode}): ${lastLines(held.stderr || held.stdout)}`,
+          `"${hold.argv.join(' ')}" failed (exit ${held.exitCode}): ${failureLines(held.stderr || held.stdout)}`,
         );
       }
     }
@@ -430,7 +453,7 @@ async function importRpmKeys(job: InstallJob, plan: InstallPlan, keys: readonly 
   if (result.exitCode !== 0) {
     throw new HandlerFailure(
       'packageManagerFailed',
-      `"${command.argv.join(' ')}" failed (exit ${result.exitCode}): ${lastLines(result.stderr)}`,
+      `"${command.argv.join(' ')}" failed (exit ${result.exitCode}): ${failureLines(result.stderr)}`,
     );
   }
 }

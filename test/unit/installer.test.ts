@@ -6,7 +6,7 @@ import type { FetchResult } from '../../src/io/http.js';
 import { emptyState, type HandlerState } from '../../src/lifecycle/state.js';
 import { parseOsRelease } from '../../src/linux/checks/os-release.js';
 import { converge, type InstallJob, removeInstallation } from '../../src/linux/installer.js';
-import { readInstallation } from '../../src/linux/journal.js';
+import { failureLines, readInstallation } from '../../src/linux/journal.js';
 import { armor, dearmor, publicKeys } from '../../src/linux/keys.js';
 import type { Machine } from '../../src/linux/machine.js';
 import { KEY_FILE, WRITTEN_BY } from '../../src/linux/repository.js';
@@ -486,4 +486,28 @@ describe('only trusted keys, and only a repository that passes signature checks'
       assert.deepEqual(run.state().journal, []);
     });
   }
+});
+
+describe('what a failed package manager said, in the status message', () => {
+  test("apt's and dnf's error lines come first; other output by its last lines", () => {
+    const apt = [
+      'Err:1 http://mirror/repos/… aadsshlogin all 1.0.031070001',
+      '  File has unexpected size (740 != 1480). Mirror sync in progress? [IP: 127.0.0.1 80]',
+      'E: Failed to fetch http://mirror/…/aadsshlogin_1.0.031070001_all.deb  File has unexpected size (740 != 1480). Mirror sync in progress? [IP: 127.0.0.1 80]',
+      '   Hashes of expected file:',
+      '    - SHA256:df11ab92e9472ccf2de3b44459e39b9986f6f2b6fefdc73a89f6bc1a20919acf',
+      '    - Filesize:1480 [weak]',
+      'E: Unable to fetch some archives, maybe run apt-get update or try with --fix-missing?',
+      '',
+    ].join('\n');
+    assert.match(
+      failureLines(apt),
+      /^E: Failed to fetch .*Mirror sync in progress\? .* \| E: Unable/,
+    );
+    assert.doesNotMatch(failureLines(apt), /SHA256/);
+    const dnf =
+      'Last metadata expiration check: 0:00:01 ago.\nError: Failed to download metadata for repo\n';
+    assert.equal(failureLines(dnf), 'Error: Failed to download metadata for repo');
+    assert.equal(failureLines('one\ntwo\nthree\nfour\nfive\n'), 'two | three | four | five');
+  });
 });
