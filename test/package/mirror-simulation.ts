@@ -17,8 +17,8 @@
  * Why not 200 whole `install`s: each would need its own VM root, world and apt, which this
  * 2-core machine cannot run at once; the repository step is the part of `install` that talks to
  * packages.microsoft.com itself (apt's own downloads are apt's, see faults-mirror.test.ts).
- * Each process is a Bun-compiled executable of mirror-client.ts (~60 ms to start, ~40 MB), started
- * with an environment of its own (PATH only: no proxy of this machine).
+ * Each process is a Bun-compiled executable of mirror-client.ts (about 70 ms of CPU and 50 MB),
+ * started with an environment of its own (PATH only: no proxy of this machine).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { promises as fs, rmSync } from 'node:fs';
