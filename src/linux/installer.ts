@@ -93,6 +93,9 @@ export function throttledFetchBudgetMs(remainingMs: number): number {
   return Math.max(5_000, remainingMs - WORK_RESERVE_MS);
 }
 
+/** What the deadline must still hold to run a command the repository rate-limited once more. */
+const RERUN_RESERVE_MS = 60_000;
+
 const REGISTRATION_STEP: Record<Problem['what'], string> = {
   sshd: 'SshdRegistration',
   nsswitch: 'NssRegistration',
@@ -327,7 +330,7 @@ async function apply(
           ? undefined
           : manager.refresh(plan.repository.target);
       const refreshed = refresh
-        ? await runCommand(job, refresh)
+        ? await runDownloading(job, manager, refresh)
         : { exitCode: 0, stderr: '', stdout: '' };
       if (refresh && refreshed.exitCode !== 0) {
         throw new HandlerFailure(
@@ -347,7 +350,7 @@ async function apply(
         await note(job, { kind: 'packages', manager: manager.name, names: newNames });
       }
       const install = manager.install(plan.packages.wanted, plan.repository.target);
-      const installed = await runCommand(job, install);
+      const installed = await runDownloading(job, manager, install);
       if (installed.exitCode !== 0) {
         throw new HandlerFailure(
           'packageManagerFailed',
@@ -467,6 +470,29 @@ async function waitForLocks(job: RemovalJob, manager: PackageManager): Promise<v
     budgetMs: Math.max(0, Math.min(LOCK_WAIT_MAX_MS, job.remainingMs() - WORK_RESERVE_MS)),
     signal: job.signal,
   });
+}
+
+/**
+ * Runs a package-manager command that downloads from the repository; when it fails because the
+ * repository answered 429, runs it again after a wait (5, 10, 20, 40, 60 s …, each with jitter
+ * between half and all of it) while the deadline keeps a minute for the run after. The package
+ * managers do not honour Retry-After and give up on a rate limit within seconds (apt after its 5
+ * retries, dnf after 4 tries at once, zypper at once); failures other than 429 are theirs to retry.
+ */
+async function runDownloading(job: InstallJob, manager: PackageManager, command: Command) {
+  for (let attempt = 1; ; attempt++) {
+    const result = await runCommand(job, command);
+    if (result.exitCode === 0 || !manager.throttled(`${result.stdout}\n${result.stderr}`)) {
+      return result;
+    }
+    const backoff = Math.min(60_000, 5_000 * 2 ** (attempt - 1));
+    const wait = Math.round(backoff * (0.5 + Math.random() / 2));
+    if (job.remainingMs() - wait < RERUN_RESERVE_MS) return result;
+    job.log.warn(
+      `The repository answered 429 (rate limited) to "${command.argv.join(' ')}"; running it again in ${wait} ms`,
+    );
+    await job.machine.clock.sleep(wait, job.signal);
+  }
 }
 
 /** Runs a package-manager command, logging it with its exit code and duration. */

@@ -229,13 +229,13 @@ describe('the handler against a misbehaving mirror (Debian 12, apt)', () => {
     );
   });
 
-  test("apt's own downloads answered 429 and 503 four times each (apt's default is 3 retries): the install still succeeds", async () => {
+  test("apt's own downloads: the .deb answered 503 four times, InRelease 429 seven (past apt's retries): apt retries, the handler runs apt-get update again, it installs", async () => {
     await withLinuxVm(
       {
         kind: 'debian',
         label: 'mirror-apt-429',
         faults: [
-          { prefix: `${APT_REPO}/dists/bookworm/InRelease`, status: 429, retryAfter: 1, times: 4 },
+          { prefix: `${APT_REPO}/dists/bookworm/InRelease`, status: 429, retryAfter: 1, times: 7 },
           { prefix: DEB_PATH, status: 503, times: 4 },
         ],
       },
@@ -244,27 +244,37 @@ describe('the handler against a misbehaving mirror (Debian 12, apt)', () => {
         assertExit(await handler.run('install', { seq: 0 }), 0);
         assert.equal(await aadsshloginIn(vm), NEW_VERSION);
         const requests = await vm.server.requests();
-        for (const [path, status] of [
-          [`${APT_REPO}/dists/bookworm/InRelease`, 429],
-          [DEB_PATH, 503],
-        ] as const) {
-          const seen = requestsFor(requests, path);
-          assert.deepEqual(
-            seen.requests.map((request) => request.status),
-            [status, status, status, status, 200],
-            path,
-          );
-          // apt's own backoff (1, 2, 4, 8 s), which ignores Retry-After.
+        // apt's default (3 retries) would have given up after the 4th answer of each.
+        const deb = requestsFor(requests, DEB_PATH);
+        assert.deepEqual(
+          deb.requests.map((request) => request.status),
+          [503, 503, 503, 503, 200],
+        );
+        const inRelease = requestsFor(requests, `${APT_REPO}/dists/bookworm/InRelease`);
+        assert.deepEqual(
+          inRelease.requests.map((request) => request.status),
+          [429, 429, 429, 429, 429, 429, 429, 200],
+        );
+        // apt's own backoff (1, 2, 4, 8, 16 s, ignoring Retry-After) over its 6 tries, then the
+        // handler's wait before running apt-get update again.
+        for (const seen of [deb, { gapsMs: inRelease.gapsMs.slice(0, 5) }]) {
           assert.ok(
             seen.gapsMs.every((gap, index) => index === 0 || gap > (seen.gapsMs[index - 1] ?? 0)),
             `apt backs off: ${seen.gapsMs.join(', ')} ms`,
           );
         }
         const commands = await commandsOf(vm, 'install');
+        assert.equal(commands.filter((line) => line.startsWith('apt-get update')).length, 2);
         for (const verb of ['update', 'install']) {
           const command = commands.find((line) => line.startsWith(`apt-get ${verb}`)) ?? '';
           assert.match(command, /-o Acquire::Retries=5/, command);
         }
+        const again = (await linesOf(vm, 'install')).filter((line) =>
+          /^The repository answered 429 \(rate limited\) to "apt-get update .*"; running it again in \d+ ms$/.test(
+            line.message ?? '',
+          ),
+        );
+        assert.equal(again.length, 1);
       },
     );
   });
@@ -422,7 +432,7 @@ describe('the handler against a misbehaving mirror (Debian 12, apt)', () => {
 });
 
 describe('the handler against a misbehaving mirror (AlmaLinux 9, dnf)', () => {
-  test("the repository probe answered 503 (Retry-After: 1) and dnf's metadata 429 once: both retried, dnf installs", async () => {
+  test("the repository probe answered 503 (Retry-After: 1) twice, dnf's repomd.xml 429 six times and the package once: the handler retries, runs dnf makecache again, dnf installs", async () => {
     await withLinuxVm(
       {
         kind: 'rpm',
@@ -430,7 +440,13 @@ describe('the handler against a misbehaving mirror (AlmaLinux 9, dnf)', () => {
         osRelease: await osReleaseFixture('almalinux-9.4'),
         faults: [
           // dnf's first requests after the handler's probe: the signature of repomd.xml, a package.
-          { prefix: '/rhel/9/prod/repodata/repomd.xml.asc', status: 429, times: 1 },
+          // dnf tries 4 times at once: its first makecache fails, the handler runs it again.
+          {
+            prefix: '/rhel/9/prod/repodata/repomd.xml',
+            status: 429,
+            times: 6,
+            userAgent: 'libdnf',
+          },
           { prefix: '/rhel/9/prod/Packages/', status: 429, times: 1 },
           { prefix: '/rhel/9/prod/repodata/repomd.xml', status: 503, retryAfter: 1, times: 2 },
         ],
@@ -450,7 +466,17 @@ describe('the handler against a misbehaving mirror (AlmaLinux 9, dnf)', () => {
         const throttled = requests.filter(
           (request) => request.status === 429 && request.path.startsWith('/rhel/9/prod/'),
         );
-        assert.equal(throttled.length, 2, 'dnf met a 429 on the metadata and on the package');
+        assert.equal(throttled.length, 7, 'dnf met 429s on the metadata and on the package');
+        assert.ok(probe.requests.slice(0, 3).every((r) => !r['user-agent']?.includes('libdnf')));
+        const commands = await commandsOf(vm, 'install');
+        assert.equal(commands.filter((line) => / makecache$/.test(line)).length, 2);
+        assert.ok(
+          (await linesOf(vm, 'install')).some((line) =>
+            /^The repository answered 429 \(rate limited\) to "dnf .* makecache"/.test(
+              line.message ?? '',
+            ),
+          ),
+        );
       },
     );
   });

@@ -930,6 +930,11 @@ export interface RepoFault {
   times?: number;
   /** Only these methods (upper case). Default: all. */
   methods?: readonly string[];
+  /**
+   * Only requests whose User-Agent contains this (`libdnf`: dnf's, not the handler's). Default:
+   * any client.
+   */
+  userAgent?: string;
 }
 
 /** One request the server got. */
@@ -1071,7 +1076,9 @@ function createRepoHttpServer(
       ({ fault, used }) =>
         pathname.startsWith(fault.prefix) &&
         (fault.times === undefined || used < fault.times) &&
-        (fault.methods === undefined || fault.methods.includes(method)),
+        (fault.methods === undefined || fault.methods.includes(method)) &&
+        (fault.userAgent === undefined ||
+          (request.headers['user-agent'] ?? '').includes(fault.userAgent)),
     );
     if (entry) entry.used += 1;
     const fault = entry?.fault;

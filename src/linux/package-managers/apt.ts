@@ -72,4 +72,6 @@ export const apt: PackageManager = {
   remove: (names) => ({ argv: ['dpkg', '--purge', ...names], env: NONINTERACTIVE }),
   hold: (name) => ({ argv: ['apt-mark', 'hold', name] }),
   release: (name) => ({ argv: ['apt-mark', 'unhold', name] }),
+  // E: Failed to fetch http://…/InRelease  429  Too Many Requests [IP: 127.0.0.1 80]
+  throttled: (output) => /^E: Failed to fetch \S+\s+429\s/m.test(output),
 };

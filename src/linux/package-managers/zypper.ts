@@ -1,4 +1,4 @@
-import { parseRpmQuery, rpmQuery } from './rpm-family.js';
+import { parseRpmQuery, rpmFamilyThrottled, rpmQuery } from './rpm-family.js';
 import type { PackageManager } from './types.js';
 
 /**
@@ -24,4 +24,5 @@ export const zypper: PackageManager = {
   remove: (names) => ({ argv: ['zypper', '-q', '-n', 'remove', ...names] }),
   hold: (name) => ({ argv: ['zypper', '-q', '-n', 'addlock', name] }),
   release: (name) => ({ argv: ['zypper', '-q', '-n', 'removelock', name] }),
+  throttled: rpmFamilyThrottled,
 };
