@@ -6,7 +6,8 @@ import { errorMessage } from './files.js';
  * HTTP to the package repository (packages.microsoft.com or a mirror), through the proxy the
  * environment names (`http_proxy`, `https_proxy`, `no_proxy`, either case) — the opposite of
  * IMDS, which `imds.ts` always reaches directly. Transient answers (429, 5xx) and network
- * failures are retried with backoff and jitter, honouring `Retry-After`, within a budget.
+ * failures are retried with backoff and jitter, honouring `Retry-After`, within a budget (a longer
+ * one for 429, see `throttledBudgetMs`).
  */
 export interface HttpAnswer {
   status: number;
@@ -17,6 +18,13 @@ export interface FetchOptions {
   clock: Clock;
   /** Stop retrying when this much time has passed. */
   budgetMs: number;
+  /**
+   * Stop retrying answers of 429 only when this much time has passed (default, and at least,
+   * `budgetMs`). A repository that answers 429 is there and asks us to wait, and a rate limit can
+   * last minutes: packages.microsoft.com counts 4,000 requests per 5 minutes per client address,
+   * shared by every VM behind one NAT address.
+   */
+  throttledBudgetMs?: number;
   timeoutMs?: number;
   maxBytes?: number;
   signal?: AbortSignal;
@@ -42,6 +50,7 @@ export async function fetchText(url: string, options: FetchOptions): Promise<Fet
   for (let attempt = 1; ; attempt++) {
     let problem: string;
     let retryAfterMs: number | undefined;
+    let throttled = false;
     try {
       const response = await request(url, {
         dispatcher,
@@ -63,6 +72,7 @@ export async function fetchText(url: string, options: FetchOptions): Promise<Fet
       const answer = { status: response.statusCode, body: Buffer.concat(chunks).toString('utf8') };
       if (!transient(answer.status)) return { ok: true, answer };
       problem = `${url} answered HTTP ${answer.status}`;
+      throttled = answer.status === 429;
       const header = response.headers['retry-after'];
       const seconds = Number(Array.isArray(header) ? header[0] : header);
       retryAfterMs = Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : undefined;
@@ -72,7 +82,10 @@ export async function fetchText(url: string, options: FetchOptions): Promise<Fet
     }
     const backoff = Math.min(30_000, 1000 * 2 ** (attempt - 1));
     const delay = Math.max(retryAfterMs ?? 0, Math.round(backoff * (0.5 + random() / 2)));
-    if (clock.now().getTime() - started + delay >= options.budgetMs) return { ok: false, problem };
+    const budgetMs = throttled
+      ? Math.max(options.budgetMs, options.throttledBudgetMs ?? 0)
+      : options.budgetMs;
+    if (clock.now().getTime() - started + delay >= budgetMs) return { ok: false, problem };
     options.onRetry?.(problem, delay);
     await clock.sleep(delay, options.signal);
   }

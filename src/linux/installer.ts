@@ -13,6 +13,7 @@ import type { OsRelease } from './checks/os-release.js';
 import {
   type Change,
   describeChange,
+  failureLines,
   type Installation,
   lastLines,
   readInstallation,
@@ -71,8 +72,33 @@ export interface ConvergeResult {
 const LOCK_WAIT_MAX_MS = 10 * 60_000;
 /** Time kept for the package manager's own work after waiting for its lock. */
 const WORK_RESERVE_MS = 120_000;
-/** Time allowed for each request to the repository (keys, the flavour probe), retries included. */
+/**
+ * Time allowed for each request to the repository (keys, the flavour probe), retries included,
+ * unless it is answered 429 (see throttledFetchBudgetMs).
+ */
 const FETCH_BUDGET_MS = 60_000;
+
+/**
+ * How long one request to the repository may take, retries included, when `remainingMs` of the
+ * command's deadline are left: a minute at most, never the time kept for the package manager's own
+ * work, and never less than 5 s.
+ */
+export function fetchBudgetMs(remainingMs: number): number {
+  return Math.min(FETCH_BUDGET_MS, throttledFetchBudgetMs(remainingMs));
+}
+
+/**
+ * How long one request may go on being answered 429 (rate limited): as long as the deadline
+ * leaves the package manager its time. A scale set behind one NAT address can keep
+ * packages.microsoft.com's limit exceeded for minutes; failing after one would fail VMs that a
+ * little patience gets through (test/package/faults-mirror.test.ts, the 200-process simulation).
+ */
+export function throttledFetchBudgetMs(remainingMs: number): number {
+  return Math.max(5_000, remainingMs - WORK_RESERVE_MS);
+}
+
+/** What the deadline must still hold to run a command the repository rate-limited once more. */
+const RERUN_RESERVE_MS = 60_000;
 
 const REGISTRATION_STEP: Record<Problem['what'], string> = {
   sshd: 'SshdRegistration',
@@ -272,8 +298,8 @@ async function apply(
     try {
       const fetchJob = {
         ...job,
-        budgetMs: () =>
-          Math.min(FETCH_BUDGET_MS, Math.max(5_000, job.remainingMs() - WORK_RESERVE_MS)),
+        budgetMs: () => fetchBudgetMs(job.remainingMs()),
+        throttledBudgetMs: () => throttledFetchBudgetMs(job.remainingMs()),
       };
       keys = await fetchTrustedKeys(fetchJob, plan);
       repositoryFile = await chooseRepository(fetchJob, plan);
@@ -320,7 +346,7 @@ async function apply(
           ? undefined
           : manager.refresh(plan.repository.target);
       const refreshed = refresh
-        ? await runCommand(job, refresh)
+        ? await runDownloading(job, manager, refresh)
         : { exitCode: 0, stderr: '', stdout: '' };
       if (refresh && refreshed.exitCode !== 0) {
         throw commandFailure('repositoryUnavailable', manager, refresh, refreshed);
@@ -337,7 +363,7 @@ async function apply(
         await note(job, { kind: 'packages', manager: manager.name, names: newNames });
       }
       const install = manager.install(plan.packages.wanted, plan.repository.target);
-      const installed = await runCommand(job, install);
+      const installed = await runDownloading(job, manager, install);
       if (installed.exitCode !== 0) {
         throw commandFailure('packageManagerFailed', manager, install, installed);
       }
@@ -479,7 +505,7 @@ async function finishInterruptedRun(job: InstallJob, manager: PackageManager): P
   if (result.exitCode !== 0) {
     throw new HandlerFailure(
       'packageManagerFailed',
-      `The package manager was interrupted halfway earlier, and "${command.argv.join(' ')}", which finishes that, failed (exit ${result.exitCode}): ${lastLines(result.stderr || result.stdout)}`,
+      `The package manager was interrupted halfway earlier, and "${command.argv.join(' ')}", which finishes that, failed (exit ${result.exitCode}): ${failureLines(result.stderr || result.stdout)}`,
     );
   }
 }
@@ -493,6 +519,29 @@ async function waitForLocks(job: RemovalJob, manager: PackageManager): Promise<v
     budgetMs: Math.max(0, Math.min(LOCK_WAIT_MAX_MS, job.remainingMs() - WORK_RESERVE_MS)),
     signal: job.signal,
   });
+}
+
+/**
+ * Runs a package-manager command that downloads from the repository; when it fails because the
+ * repository answered 429, runs it again after a wait (5, 10, 20, 40, 60 s …, each with jitter
+ * between half and all of it) while the deadline keeps a minute for the run after. The package
+ * managers do not honour Retry-After and give up on a rate limit within seconds (apt after its 5
+ * retries, dnf after 4 tries at once, zypper at once); failures other than 429 are theirs to retry.
+ */
+async function runDownloading(job: InstallJob, manager: PackageManager, command: Command) {
+  for (let attempt = 1; ; attempt++) {
+    const result = await runCommand(job, command);
+    if (result.exitCode === 0 || !manager.throttled(`${result.stdout}\n${result.stderr}`)) {
+      return result;
+    }
+    const backoff = Math.min(60_000, 5_000 * 2 ** (attempt - 1));
+    const wait = Math.round(backoff * (0.5 + Math.random() / 2));
+    if (job.remainingMs() - wait < RERUN_RESERVE_MS) return result;
+    job.log.warn(
+      `The repository answered 429 (rate limited) to "${command.argv.join(' ')}"; running it again in ${wait} ms`,
+    );
+    await job.machine.clock.sleep(wait, job.signal);
+  }
 }
 
 /** Runs a package-manager command, logging it with its exit code and duration. */
@@ -541,7 +590,7 @@ function commandFailure(
       `A file system the package manager writes to is read-only: remount the one holding ${folders} read-write (see dmesg for why the kernel made it read-only). ${failed}: ${lastLines([...new Set(readOnly)].join('\n'), 2, 300)}`,
     );
   }
-  return new HandlerFailure(kind, `${failed}: ${lastLines(result.stderr || result.stdout)}`);
+  return new HandlerFailure(kind, `${failed}: ${failureLines(result.stderr || result.stdout)}`);
 }
 
 /** "a", "a and b", "a, b and c". */

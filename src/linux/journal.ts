@@ -196,6 +196,20 @@ export function lastLines(text: string, count = 4, maxChars = 400): string {
   return tail.length > maxChars ? `…${tail.slice(-maxChars)}` : tail || '(no output)';
 }
 
+/**
+ * What a failed program said, for a status message: `lastLines` of its error lines where it marks
+ * them (apt's `E:`, dnf's `Error:`), else of all its output. apt follows `E: Failed to fetch …
+ * File has unexpected size (740 != 1480). Mirror sync in progress?` with the file's hashes, which
+ * would otherwise be all the operator sees.
+ */
+export function failureLines(text: string): string {
+  const errors = text
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => /^(E|Error):/.test(line));
+  return lastLines(errors.length > 0 ? errors.join('\n') : text);
+}
+
 export function sha256(content: string | Uint8Array): string {
   return createHash('sha256').update(content).digest('hex');
 }

@@ -15,6 +15,16 @@ export interface FetchJob {
   signal: AbortSignal;
   /** How long each request may take, retries included. */
   budgetMs(): number;
+  /** How long each request may go on being answered 429 (see FetchOptions.throttledBudgetMs). */
+  throttledBudgetMs?(): number;
+}
+
+/** The budgets of one request, asked when it starts. */
+function budgets(job: FetchJob): { budgetMs: number; throttledBudgetMs?: number } {
+  return {
+    budgetMs: job.budgetMs(),
+    ...(job.throttledBudgetMs ? { throttledBudgetMs: job.throttledBudgetMs() } : {}),
+  };
 }
 
 /** The trusted keys from `<baseUrl>/keys/`: files that are absent are skipped; others must answer. */
@@ -25,7 +35,7 @@ export async function fetchTrustedKeys(job: FetchJob, plan: InstallPlan): Promis
   const answered: string[] = [];
   for (const url of keys.urls) {
     const result = await job.machine.fetchText(url, {
-      budgetMs: job.budgetMs(),
+      ...budgets(job),
       signal: job.signal,
       onRetry: (problem, delayMs) => job.log.warn(`Retrying in ${delayMs} ms: ${problem}`),
     });
@@ -84,7 +94,7 @@ export async function chooseRepository(
   for (const alternative of alternatives) {
     const probe = `${alternative.url.replace(/\/?$/, '/')}repodata/repomd.xml`;
     const result = await job.machine.fetchText(probe, {
-      budgetMs: job.budgetMs(),
+      ...budgets(job),
       signal: job.signal,
       maxBytes: 4 * 1024 * 1024,
       onRetry: (problem, delayMs) => job.log.warn(`Retrying in ${delayMs} ms: ${problem}`),

@@ -650,6 +650,44 @@ describe('the repository server', () => {
     }
   });
 
+  test('a rate limit per client address (burst, then 429 with Retry-After), and partial copies', async () => {
+    const limited = await serveRepository(good.root, {
+      rateLimit: { perSecond: 1, burst: 3 },
+      faults: [{ prefix: '/keys/microsoft.asc', partial: true }],
+    });
+    try {
+      const statuses: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        const answer = await fetch(`${limited.url}/keys/microsoft-2025.asc`);
+        await answer.arrayBuffer();
+        statuses.push(answer.status);
+        if (answer.status === 429) assert.equal(answer.headers.get('retry-after'), '1');
+      }
+      assert.deepEqual(statuses, [200, 200, 200, 429, 429]);
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      const partial = await fetch(`${limited.url}/keys/microsoft.asc`);
+      const text = await partial.text();
+      assert.equal(partial.status, 200, 'a token came back after a second');
+      assert.equal(Number(partial.headers.get('content-length')), text.length);
+      assert.equal(text, testKey.armored.slice(0, Math.floor(testKey.armored.length / 2)));
+      const records = await limited.requests();
+      assert.deepEqual(
+        records.map((r) => [r.status, r.throttled, r.retryAfter, r.partial]),
+        [
+          [200, undefined, undefined, undefined],
+          [200, undefined, undefined, undefined],
+          [200, undefined, undefined, undefined],
+          [429, true, 1, undefined],
+          [429, true, 1, undefined],
+          [200, undefined, undefined, true],
+        ],
+      );
+      assert.ok(records.every((r) => r.client === '127.0.0.1'));
+    } finally {
+      await limited.close();
+    }
+  });
+
   test('runs inside a world, where apt in a Debian root reaches it', async (t) => {
     await withWorld({}, async (world) => {
       const inWorld = await timed(t, 'server started in the world', () =>

@@ -947,12 +947,23 @@ export interface RepoFault {
    * then close the connection.
    */
   truncate?: boolean;
+  /**
+   * Serve only the first half of the file as if it were the whole file (its Content-Length says
+   * so, the connection stays healthy): a mirror holding a partial copy, which only a hash check or
+   * a parser can tell from the real thing.
+   */
+  partial?: boolean;
   /** Wait this long before answering. */
   delayMs?: number;
   /** Only the first `times` matching requests get the fault. Default: all of them. */
   times?: number;
   /** Only these methods (upper case). Default: all. */
   methods?: readonly string[];
+  /**
+   * Only requests whose User-Agent contains this (`libdnf`: dnf's, not the handler's). Default:
+   * any client.
+   */
+  userAgent?: string;
 }
 
 /** One request the server got. */
@@ -967,7 +978,26 @@ export interface RepoRequest {
   fault?: string;
   /** True when the body was cut short. */
   truncated?: boolean;
+  /** True when only the first half of the file was served as the whole file (`partial`). */
+  partial?: boolean;
+  /** The `Retry-After` sent, in seconds. */
+  retryAfter?: number;
+  /** True when the rate limit answered (429), not the tree or a fault. */
+  throttled?: boolean;
+  /** The client's address, as the server saw it. */
+  client?: string;
   'user-agent'?: string;
+}
+
+/**
+ * A token bucket per client address, as a CDN in front of packages.microsoft.com keeps one
+ * (4,000 requests per 5 minutes per client there; every VM behind one NAT address shares it):
+ * `burst` requests at once, then `perSecond`. A request that finds the bucket empty gets 429 with
+ * `Retry-After` (whole seconds until a token is there, at least 1) and takes no token.
+ */
+export interface RateLimit {
+  perSecond: number;
+  burst: number;
 }
 
 export interface ServeOptions {
@@ -976,6 +1006,8 @@ export interface ServeOptions {
   /** Default 0 (ephemeral). */
   port?: number;
   faults?: readonly RepoFault[];
+  /** Rate-limit every client address (checked before the faults; see {@link RateLimit}). */
+  rateLimit?: RateLimit;
   /**
    * Run the server as its own process, started through this argv wrapper, e.g. `world.wrapOutside`
    * to serve inside a world's network namespace (the address is then one of the world's).
@@ -1024,9 +1056,28 @@ function escapeHtml(text: string): string {
 function createRepoHttpServer(
   root: string,
   record: (entry: RepoRequest) => void,
+  rateLimit?: RateLimit,
 ): { server: http.Server; setFaults(faults: readonly RepoFault[]): void } {
   const realRoot = path.resolve(root);
   let faults: { fault: RepoFault; used: number }[] = [];
+  const buckets = new Map<string, { tokens: number; at: number }>();
+  /** Takes a token from the client's bucket: `undefined` if it had one, else the seconds to wait. */
+  const throttle = (client: string): number | undefined => {
+    if (!rateLimit) return undefined;
+    const now = performance.now();
+    const bucket = buckets.get(client) ?? { tokens: rateLimit.burst, at: now };
+    bucket.tokens = Math.min(
+      rateLimit.burst,
+      bucket.tokens + ((now - bucket.at) / 1000) * rateLimit.perSecond,
+    );
+    bucket.at = now;
+    buckets.set(client, bucket);
+    if (bucket.tokens >= 1) {
+      bucket.tokens -= 1;
+      return undefined;
+    }
+    return Math.max(1, Math.ceil((1 - bucket.tokens) / rateLimit.perSecond));
+  };
   const server = http.createServer((request, response) => {
     const method = request.method ?? 'GET';
     let pathname: string;
@@ -1035,17 +1086,28 @@ function createRepoHttpServer(
     } catch {
       pathname = '/';
     }
+    const client = request.socket.remoteAddress ?? '';
     const base = {
       at: new Date().toISOString(),
       method,
       path: pathname,
+      client,
       ...(request.headers['user-agent'] ? { 'user-agent': request.headers['user-agent'] } : {}),
     };
+    const wait = throttle(client);
+    if (wait !== undefined) {
+      record({ ...base, status: 429, retryAfter: wait, throttled: true });
+      response.writeHead(429, { 'Content-Type': 'text/plain', 'Retry-After': wait });
+      response.end(method === 'HEAD' ? undefined : 'rate limit exceeded\n');
+      return;
+    }
     const entry = faults.find(
       ({ fault, used }) =>
         pathname.startsWith(fault.prefix) &&
         (fault.times === undefined || used < fault.times) &&
-        (fault.methods === undefined || fault.methods.includes(method)),
+        (fault.methods === undefined || fault.methods.includes(method)) &&
+        (fault.userAgent === undefined ||
+          (request.headers['user-agent'] ?? '').includes(fault.userAgent)),
     );
     if (entry) entry.used += 1;
     const fault = entry?.fault;
@@ -1063,7 +1125,14 @@ function createRepoHttpServer(
     fault: RepoFault | undefined,
   ) => {
     const send = (status: number, headers: Record<string, string | number>, body: string) => {
-      record({ ...base, status, ...(fault ? { fault: fault.prefix } : {}) });
+      record({
+        ...base,
+        status,
+        ...(fault ? { fault: fault.prefix } : {}),
+        ...(headers['Retry-After'] === undefined
+          ? {}
+          : { retryAfter: Number(headers['Retry-After']) }),
+      });
       response.writeHead(status, headers);
       response.end(method === 'HEAD' ? undefined : body);
     };
@@ -1104,7 +1173,9 @@ function createRepoHttpServer(
       send(200, { 'Content-Type': 'text/html; charset=utf-8' }, body);
       return;
     }
-    const data = await fs.readFile(file);
+    const whole = await fs.readFile(file);
+    const data =
+      fault?.partial && method === 'GET' ? whole.subarray(0, Math.floor(whole.length / 2)) : whole;
     const headers = {
       'Content-Type': contentType(file),
       'Content-Length': data.length,
@@ -1116,7 +1187,12 @@ function createRepoHttpServer(
       response.write(data.subarray(0, Math.floor(data.length / 2)), () => response.destroy());
       return;
     }
-    record({ ...base, status: 200, ...(fault ? { fault: fault.prefix } : {}) });
+    record({
+      ...base,
+      status: 200,
+      ...(fault ? { fault: fault.prefix } : {}),
+      ...(data !== whole ? { partial: true } : {}),
+    });
     response.writeHead(200, headers);
     response.end(method === 'HEAD' ? undefined : data);
   };
@@ -1152,7 +1228,11 @@ export async function serveRepository(
   const host = options.host ?? '127.0.0.1';
   if (options.launcher) return serveInOwnProcess(root, host, options);
   const records: RepoRequest[] = [];
-  const { server, setFaults } = createRepoHttpServer(root, (entry) => records.push(entry));
+  const { server, setFaults } = createRepoHttpServer(
+    root,
+    (entry) => records.push(entry),
+    options.rateLimit,
+  );
   setFaults(options.faults ?? []);
   const port = await listen(server, options.port ?? 0, host);
   return {
@@ -1174,6 +1254,7 @@ interface ServerProcessConfig {
   host: string;
   port: number;
   faults: readonly RepoFault[];
+  rateLimit?: RateLimit;
   recordFile: string;
 }
 
@@ -1196,6 +1277,7 @@ async function serveInOwnProcess(
     host,
     port: options.port ?? 0,
     faults: options.faults ?? [],
+    ...(options.rateLimit ? { rateLimit: options.rateLimit } : {}),
     recordFile: path.join(dir, 'requests.jsonl'),
   };
   const configFile = path.join(dir, 'server.json');
@@ -1276,8 +1358,10 @@ async function serveInOwnProcess(
 /** `node --import tsx repos.ts serve <config.json>`: the server as a process (see `launcher`). */
 async function serverProcessMain(configFile: string): Promise<void> {
   const config = JSON.parse(readFileSync(configFile, 'utf8')) as ServerProcessConfig;
-  const { server, setFaults } = createRepoHttpServer(config.root, (entry) =>
-    appendFileSync(config.recordFile, `${JSON.stringify(entry)}\n`),
+  const { server, setFaults } = createRepoHttpServer(
+    config.root,
+    (entry) => appendFileSync(config.recordFile, `${JSON.stringify(entry)}\n`),
+    config.rateLimit,
   );
   setFaults(config.faults);
   const port = await listen(server, config.port, config.host);

@@ -10,7 +10,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { systemClock } from '../../src/io/clock.js';
 import { fetchText } from '../../src/io/http.js';
-import { temporaryFolder } from '../fakes.js';
+import { fakeClock, temporaryFolder } from '../fakes.js';
 
 const execFileAsync = promisify(execFile);
 const HTTP_MODULE = path.resolve(
@@ -118,6 +118,35 @@ describe('HTTP to the repository', () => {
     });
     assert.equal(result.ok, false);
     assert.match(!result.ok ? result.problem : '', /127\.0\.0\.1:9.*ECONNREFUSED/);
+  });
+
+  test('429 is retried for the longer throttled budget; 503 only for the budget', async () => {
+    const answers: number[] = [];
+    const limited = http.createServer((request, response) => {
+      const status = request.url === '/throttled' ? 429 : 503;
+      answers.push(status);
+      response.writeHead(status, { 'Retry-After': '1' }).end('busy');
+    });
+    await new Promise<void>((resolve) => limited.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(limited.address() as AddressInfo).port}`;
+    try {
+      // Waits (Retry-After 1 s, backoff × 0.75): 1, 1.5, 3, 6, 12 s, on a clock that does not wait.
+      const options = { budgetMs: 2_000, throttledBudgetMs: 20_000, random: () => 0.5 };
+      const throttled = await fetchText(`${url}/throttled`, { ...options, clock: fakeClock() });
+      assert.equal(throttled.ok, false);
+      assert.equal(answers.length, 5, 'retried until the next wait would pass 20 s');
+      answers.length = 0;
+      const failing = await fetchText(`${url}/failing`, { ...options, clock: fakeClock() });
+      assert.equal(failing.ok, false);
+      assert.match(!failing.ok ? failing.problem : '', /\/failing answered HTTP 503/);
+      assert.equal(answers.length, 2, 'retried until the next wait would pass 2 s');
+      answers.length = 0;
+      const { throttledBudgetMs: _, ...only } = options;
+      await fetchText(`${url}/throttled`, { ...only, clock: fakeClock() });
+      assert.equal(answers.length, 2, 'without a throttled budget, 429 gets the budget');
+    } finally {
+      limited.close();
+    }
   });
 
   test('http_proxy from the environment is used, and no_proxy bypasses it', async () => {

@@ -6,7 +6,7 @@ import type { FetchResult } from '../../src/io/http.js';
 import { emptyState, type HandlerState } from '../../src/lifecycle/state.js';
 import { parseOsRelease } from '../../src/linux/checks/os-release.js';
 import { converge, type InstallJob, removeInstallation } from '../../src/linux/installer.js';
-import { readInstallation } from '../../src/linux/journal.js';
+import { failureLines, readInstallation } from '../../src/linux/journal.js';
 import { armor, dearmor, publicKeys } from '../../src/linux/keys.js';
 import type { Machine } from '../../src/linux/machine.js';
 import { KEY_FILE, WRITTEN_BY } from '../../src/linux/repository.js';
@@ -72,6 +72,8 @@ function fakeVm(
     failingWith?: Record<string, { stdout?: string; stderr?: string }>;
     /** Files whose writing fails as on a full disk. */
     fullFiles?: string[];
+    /** argv (joined) prefixes that fail `times` times with exit 100 and this `stderr`. */
+    flaky?: { prefix: string; times: number; stderr: string }[];
     /** Whether installing aadsshlogin writes the registrations. */
     registers?: boolean;
     /** Packages dpkg holds in a halfway state (`name → ${Status}`), e.g. left by a killed run. */
@@ -129,6 +131,11 @@ function fakeVm(
         )?.[1];
         if (output)
           return { exitCode: 100, stdout: output.stdout ?? '', stderr: output.stderr ?? '' };
+        const flaky = options.flaky?.find((f) => line.startsWith(f.prefix) && f.times > 0);
+        if (flaky) {
+          flaky.times -= 1;
+          return { exitCode: 100, stdout: '', stderr: flaky.stderr };
+        }
         if (options.failing?.some((prefix) => line.startsWith(prefix))) {
           return { exitCode: 100, stdout: '', stderr: `E: ${file} failed on purpose\n` };
         }
@@ -305,6 +312,72 @@ describe('converge on Debian (apt)', () => {
     }
   });
 
+  test('apt turned away by a rate limit (429) is run again after a wait; a 503 is not', async () => {
+    const throttled =
+      'E: Failed to fetch http://mirror.example.test/repos/microsoft-debian-bookworm-prod/dists/bookworm/InRelease  429  Too Many Requests [IP: 10.0.0.1 80]\nE: Some index files failed to download.\n';
+    const vm = fakeVm({
+      flaky: [
+        { prefix: 'apt-get update', times: 2, stderr: throttled },
+        { prefix: 'apt-get install', times: 1, stderr: throttled.replace('dists', 'pool') },
+      ],
+    });
+    const run = await job(vm, 'debian-12');
+    const started = vm.machine.clock.now().getTime();
+    await converge(run);
+    assert.equal(vm.installed.get('aadsshlogin'), '1.0.031070001');
+    assert.equal(vm.commands.filter((line) => line.startsWith('apt-get update')).length, 3);
+    assert.equal(vm.commands.filter((line) => line.startsWith('apt-get install')).length, 2);
+    const waits = run.log.lines
+      .map((line) => /running it again in (\d+) ms/.exec(line.message)?.[1])
+      .filter((wait) => wait !== undefined)
+      .map(Number);
+    assert.equal(waits.length, 3);
+    assert.ok(waits[0] !== undefined && waits[0] >= 2_500 && waits[0] <= 5_000, `${waits[0]}`);
+    assert.ok(waits[1] !== undefined && waits[1] >= 5_000 && waits[1] <= 10_000, `${waits[1]}`);
+    assert.ok(vm.machine.clock.now().getTime() - started >= 7_500, 'the waits were slept');
+
+    const failing = fakeVm({
+      flaky: [
+        {
+          prefix: 'apt-get update',
+          times: 1,
+          stderr: throttled.replace('429  Too Many Requests', '503  Service Unavailable'),
+        },
+      ],
+    });
+    const error = await failure(converge(await job(failing, 'debian-12')));
+    assert.equal(error.code, 20);
+    assert.equal(failing.commands.filter((line) => line.startsWith('apt-get update')).length, 1);
+  });
+
+  test('a rate limit past the deadline: the last answer is reported (20), nothing left', async () => {
+    const vm = fakeVm({
+      flaky: [
+        {
+          prefix: 'dnf -y --disablerepo',
+          times: 1000,
+          stderr:
+            "Errors during downloading metadata for repository 'packages-microsoft-com-prod':\n  - Status code: 429 for http://mirror.example.test/rhel/9/prod/repodata/repomd.xml (IP: 10.0.0.1)\nError: Failed to download metadata for repo 'packages-microsoft-com-prod': Cannot download repomd.xml: Cannot download repodata/repomd.xml: All mirrors were tried\n",
+        },
+      ],
+    });
+    const run = await job(vm, 'rhel-9.4');
+    const started = vm.machine.clock.now().getTime();
+    const deadline = started + 250_000;
+    const error = await failure(
+      converge({ ...run, remainingMs: () => deadline - vm.machine.clock.now().getTime() }),
+    );
+    assert.equal(error.code, 20);
+    assert.match(error.detail, /Error: Failed to download metadata/);
+    const runs = vm.commands.filter((line) => line.startsWith('dnf -y --disablerepo')).length;
+    assert.ok(runs >= 4, `ran ${runs} times`);
+    assert.ok(
+      deadline - vm.machine.clock.now().getTime() >= 60_000,
+      'a minute of the deadline kept',
+    );
+    assert.equal(vm.files.size, 0, [...vm.files.keys()].join(', '));
+  });
+
   test('the install failing: 28 with the tool message, and the source file and key removed again', async () => {
     const vm = fakeVm({ failing: ['apt-get install'] });
     const run = await job(vm, 'debian-12');
@@ -472,7 +545,7 @@ describe('converge on rpm families', () => {
     );
     assert.match(vm.files.get(KEY_FILE.rpm)?.toString() ?? '', /BEGIN PGP PUBLIC KEY BLOCK/);
     assert.ok(vm.commands.includes(`rpm --import ${KEY_FILE.rpm}`));
-    assert.ok(vm.commands.some((line) => line.startsWith('dnf -q -y install aadsshlogin')));
+    assert.ok(vm.commands.some((line) => line.startsWith('dnf -y install aadsshlogin')));
     const installation = readInstallation(run.state());
     assert.deepEqual(installation.rpmKeys, [
       `gpg-pubkey-${trustedFingerprint.slice(-8).toLowerCase()}`,
@@ -571,7 +644,7 @@ describe('only trusted keys, and only a repository that passes signature checks'
     ['debian-12', 'apt-get update', LIST],
     [
       'almalinux-9.4',
-      'dnf -q -y --disablerepo=* --enablerepo=packages-microsoft-com-prod makecache',
+      'dnf -y --disablerepo=* --enablerepo=packages-microsoft-com-prod makecache',
       REPO,
     ],
   ] as const) {
@@ -695,5 +768,29 @@ describe('a full disk', () => {
     assert.ok(vm.commands.includes(`${PURGE} aadsshlogin`));
     assert.equal(vm.files.has(LIST), false);
     assert.equal(vm.files.has(KEY_FILE.apt), false);
+  });
+});
+
+describe('what a failed package manager said, in the status message', () => {
+  test("apt's and dnf's error lines come first; other output by its last lines", () => {
+    const apt = [
+      'Err:1 http://mirror/repos/… aadsshlogin all 1.0.031070001',
+      '  File has unexpected size (740 != 1480). Mirror sync in progress? [IP: 127.0.0.1 80]',
+      'E: Failed to fetch http://mirror/…/aadsshlogin_1.0.031070001_all.deb  File has unexpected size (740 != 1480). Mirror sync in progress? [IP: 127.0.0.1 80]',
+      '   Hashes of expected file:',
+      '    - SHA256:df11ab92e9472ccf2de3b44459e39b9986f6f2b6fefdc73a89f6bc1a20919acf',
+      '    - Filesize:1480 [weak]',
+      'E: Unable to fetch some archives, maybe run apt-get update or try with --fix-missing?',
+      '',
+    ].join('\n');
+    assert.match(
+      failureLines(apt),
+      /^E: Failed to fetch .*Mirror sync in progress\? .* \| E: Unable/,
+    );
+    assert.doesNotMatch(failureLines(apt), /SHA256/);
+    const dnf =
+      'Last metadata expiration check: 0:00:01 ago.\nError: Failed to download metadata for repo\n';
+    assert.equal(failureLines(dnf), 'Error: Failed to download metadata for repo');
+    assert.equal(failureLines('one\ntwo\nthree\nfour\nfive\n'), 'two | three | four | five');
   });
 });

@@ -166,7 +166,6 @@ describe('install plan: packages', () => {
     );
     assert.deepEqual(result.commands[1]?.argv, [
       'dnf',
-      '-q',
       '-y',
       'install',
       'aadsshlogin-selinux',

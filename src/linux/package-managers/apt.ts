@@ -7,6 +7,17 @@ const NONINTERACTIVE = { DEBIAN_FRONTEND: 'noninteractive', NEEDRESTART_MODE: 'a
 const KEEP_CONFIGURATION = ['--force-confold', '--force-confdef'] as const;
 
 /**
+ * Each download is tried again up to 5 times when the mirror answers 429 or 5xx or cuts the
+ * connection short. apt ignores Retry-After; from apt 2.3.7 (Debian 12, Ubuntu 22.04) it waits 1,
+ * 2, 4, 8 and 16 s in between, so each file rides out about half a minute of throttling, and the
+ * files of a first install (InRelease, Packages, the .deb) stay within the 2 minutes the installer
+ * keeps for the package manager even one after the other. apt's own default there is 3 retries
+ * (7 s); before apt 2.3 (Debian 11, Ubuntu 20.04) it is none, and retries come at once.
+ * test/package/faults-mirror.test.ts shows the difference.
+ */
+const RETRIES = ['-o', 'Acquire::Retries=5'] as const;
+
+/**
  * apt and dpkg (Debian, Ubuntu). Refreshes read only our sources file; installs keep local
  * configuration files (`--force-confold`); `apt-mark hold` pins a version.
  *
@@ -57,6 +68,7 @@ export const apt: PackageManager = {
       'APT::Get::List-Cleanup=0',
       '-o',
       'APT::Update::Error-Mode=any',
+      ...RETRIES,
     ],
     env: NONINTERACTIVE,
   }),
@@ -71,6 +83,7 @@ export const apt: PackageManager = {
       // Another apt starting between our wait for the lock and this command: wait, do not fail.
       '-o',
       'DPkg::Lock::Timeout=60',
+      ...RETRIES,
       ...packages.map((spec) => (spec.version ? `${spec.name}=${spec.version}` : spec.name)),
     ],
     env: NONINTERACTIVE,
@@ -87,4 +100,6 @@ export const apt: PackageManager = {
   },
   hold: (name) => ({ argv: ['apt-mark', 'hold', name] }),
   release: (name) => ({ argv: ['apt-mark', 'unhold', name] }),
+  // E: Failed to fetch http://…/InRelease  429  Too Many Requests [IP: 127.0.0.1 80]
+  throttled: (output) => /^E: Failed to fetch \S+\s+429\s/m.test(output),
 };

@@ -35,6 +35,18 @@ export const rpmKeys = {
   remove: (name: string) => ({ argv: ['rpm', '-e', '--allmatches', name] }),
 };
 
+/**
+ * A 429 in the words of the rpm family's download libraries: librepo (dnf: `Status code: 429
+ * for <url>`) and libzypp (zypper: `Error code: HTTP response: 429`), both seen; urlgrabber (yum:
+ * `HTTP Error 429`) and curl's own message (tdnf: `The requested URL returned error: 429`), not
+ * seen here.
+ */
+export function rpmFamilyThrottled(output: string): boolean {
+  return /Status code: 429 for |HTTP response: 429\b|HTTP Error 429\b|returned error: 429\b/.test(
+    output,
+  );
+}
+
 /** `name-version` as yum, dnf and tdnf take an exact version. */
 export function rpmSpec(spec: PackageSpec): string {
   return spec.version ? `${spec.name}-${spec.version}` : spec.name;
@@ -42,7 +54,9 @@ export function rpmSpec(spec: PackageSpec): string {
 
 /**
  * The common shape of yum, dnf and tdnf: refresh only our repository (`--disablerepo='*'
- * --enablerepo=<ours> makecache`), install with `-y`, remove with `remove -y`.
+ * --enablerepo=<ours> makecache`), install with `-y`, remove with `remove -y`. Refresh and install
+ * are not `-q`: quiet, dnf leaves out which URL answered what (`Status code: 429 for <url>`), which
+ * is how the installer tells a rate limit from other failures.
  */
 export function yumLike(
   name: 'dnf' | 'yum' | 'tdnf',
@@ -56,9 +70,10 @@ export function yumLike(
     parseInstalled: parseRpmQuery,
     parsePresent: parseRpmPresent,
     refresh: (repository) => ({
-      argv: [name, '-q', '-y', '--disablerepo=*', `--enablerepo=${repository.id}`, 'makecache'],
+      argv: [name, '-y', '--disablerepo=*', `--enablerepo=${repository.id}`, 'makecache'],
     }),
-    install: (packages) => ({ argv: [name, '-q', '-y', 'install', ...packages.map(rpmSpec)] }),
+    install: (packages) => ({ argv: [name, '-y', 'install', ...packages.map(rpmSpec)] }),
     remove: (names) => ({ argv: [name, '-q', '-y', 'remove', ...names] }),
+    throttled: rpmFamilyThrottled,
   };
 }

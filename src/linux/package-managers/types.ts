@@ -69,4 +69,10 @@ export interface PackageManager {
   /** Keeps `name` at its installed version through later updates; `undefined` if not needed. */
   hold(name: string): Command;
   release(name: string): Command;
+  /**
+   * Whether a failed command's output says the repository answered 429 (rate limited): the
+   * repository is there and asks to wait, so the command is worth running again later. None of
+   * the managers honours Retry-After, and dnf (4 tries at once) and zypper (1) give up at once.
+   */
+  throttled(output: string): boolean;
 }

@@ -1,4 +1,4 @@
-import { parseRpmPresent, parseRpmQuery, rpmQuery } from './rpm-family.js';
+import { parseRpmPresent, parseRpmQuery, rpmFamilyThrottled, rpmQuery } from './rpm-family.js';
 import type { PackageManager } from './types.js';
 
 /**
@@ -46,4 +46,5 @@ export const zypper: PackageManager = {
   remove: (names) => ({ argv: ['zypper', '-q', '-n', 'remove', ...names], env: WAIT_FOR_LOCK }),
   hold: (name) => ({ argv: ['zypper', '-q', '-n', 'addlock', name], env: WAIT_FOR_LOCK }),
   release: (name) => ({ argv: ['zypper', '-q', '-n', 'removelock', name], env: WAIT_FOR_LOCK }),
+  throttled: rpmFamilyThrottled,
 };
