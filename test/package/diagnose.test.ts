@@ -271,6 +271,15 @@ test("a proxy in the agent's service: reported with its drop-in; the repository 
       `the repository through the proxy: ${through.join(', ')}`,
     );
     for (const endpoint of ENDPOINTS) assert.ok(through.includes(`${endpoint}:443`), endpoint);
+    // The world's proxy cannot reach the internet: the endpoints are problems, named as such.
+    for (const id of ['reach:sign-in', 'reach:rbac']) {
+      assert.equal(item(report, id).verdict, 'problem');
+      assert.match(
+        item(report, id).detail,
+        new RegExp(`the proxy ${proxyUrl.replace('http://', '')} answered`),
+      );
+    }
+    assert.equal(report.exitCode, DIAGNOSE_PROBLEMS_EXIT_CODE);
     assert.ok(!through.some((url) => url.includes('169.254.169.254')), 'IMDS never through it');
     assert.equal((await vm.world.imdsRequests(TOKEN_PATH)).length, 1);
   });

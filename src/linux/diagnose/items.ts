@@ -370,7 +370,7 @@ export async function reachabilityItems(
           detail: problem,
           remedy: failureKinds.repositoryUnavailable.remedy,
         }
-      : { ...base, verdict: 'ok', detail: 'It answers.' },
+      : { ...base, verdict: 'ok', detail: 'It answers HTTP.' },
   );
   const cloud = options.cloud ?? clouds[0];
   for (const [kind, endpoint] of [

@@ -76,7 +76,7 @@ export function renderText(report: Report): string {
   const { ok, warning, problem } = report.summary;
   lines.push(
     '',
-    `${ok} ok, ${warning} warning${warning === 1 ? '' : 's'}, ${problem} problem${problem === 1 ? '' : 's'}. Exit code ${report.exitCode} (${DIAGNOSE_PROBLEMS_EXIT_CODE} when any item is a problem).`,
+    `${ok} ok, ${warning} warning${warning === 1 ? '' : 's'}, ${problem} problem${problem === 1 ? '' : 's'}. Exit code ${report.exitCode} (0 when no item is a problem, ${DIAGNOSE_PROBLEMS_EXIT_CODE} otherwise).`,
   );
   return lines.join('\n');
 }
