@@ -7,6 +7,7 @@ import {
   diskItems,
   imdsItems,
   noexecItem,
+  packageItems,
   parseMountinfo,
   proxyItem,
 } from '../../src/linux/diagnose/items.js';
@@ -24,6 +25,7 @@ import {
   reportSchema,
 } from '../../src/linux/diagnose/report.js';
 import type { Machine } from '../../src/linux/machine.js';
+import { fakeProcesses, memoryFiles } from '../fakes.js';
 
 const MOUNTINFO = `22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
 30 22 8:2 / /var rw,nosuid,nodev,noexec,relatime shared:2 - ext4 /dev/sda2 rw
@@ -188,6 +190,73 @@ describe('diagnose: items over a fake VM', () => {
       hostWith({}, { imds: { get: async () => Promise.reject(new Error('timed out')) } }),
     );
     assert.equal(silent.items[0]?.remedy, failureKinds.imdsUnreachable.remedy);
+  });
+});
+
+/** An installed aadsshlogin whose files register it, and `sshd -T` answering `sshdT`. */
+function installedHost(sshdT: { exitCode: number; stdout?: string; stderr?: string }) {
+  const files = new Map(
+    Object.entries({
+      '/etc/ssh/sshd_config':
+        'UsePAM yes\nMatch User *@*\n    AuthorizedKeysCommand /usr/sbin/aad_certhandler %u %k\n',
+      '/etc/nsswitch.conf': 'passwd: files aad\ngroup: files aad\n',
+      '/etc/pam.d/sshd': 'account required pam_aad.so\n',
+    }).map(([file, text]) => [file, Buffer.from(text)]),
+  );
+  const processes = fakeProcesses((file, args) => {
+    if (file === 'dpkg-query')
+      return args.includes('aadsshlogin')
+        ? { stdout: 'install ok installed 1.0.1' }
+        : { exitCode: 1 };
+    if (file === 'sshd') return sshdT;
+    return { exitCode: file === 'rpm' ? 1 : 0 };
+  });
+  const machine = { ...memoryFiles(files), processes } as unknown as Machine;
+  return { host: hostWith({}, { machine }), processes };
+}
+
+describe("diagnose: sshd's effective configuration", () => {
+  test('sshd -T for an Entra ID user decides the sshd registration, and its AllowGroups warns', async () => {
+    const { host, processes } = installedHost({
+      exitCode: 0,
+      stdout:
+        'usepam yes\nauthorizedkeyscommand /usr/sbin/aad_certhandler %u %k\nallowgroups admins\n',
+    });
+    const items = await packageItems(host);
+    const sshd = items.find((item) => item.id === 'registration:sshd');
+    assert.equal(sshd?.verdict, 'ok');
+    assert.match(sshd?.detail ?? '', /effective configuration for an Entra ID user/);
+    const settings = items.find((item) => item.id === 'sshd-settings');
+    assert.equal(settings?.verdict, 'warning');
+    assert.match(settings?.detail ?? '', /sets AllowGroups admins/);
+    assert.deepEqual(processes.calls.find((call) => call.file === 'sshd')?.args, [
+      '-T',
+      '-C',
+      'user=diagnose@contoso.com,host=localhost,addr=127.0.0.1',
+    ]);
+  });
+
+  test('an earlier setting that wins over the Match block is a problem even when the files have it', async () => {
+    const { host } = installedHost({ exitCode: 0, stdout: 'authorizedkeyscommand none\n' });
+    const sshd = (await packageItems(host)).find((item) => item.id === 'registration:sshd');
+    assert.equal(sshd?.verdict, 'problem');
+    assert.match(sshd?.detail ?? '', /has AuthorizedKeysCommand none/);
+  });
+
+  test('without sshd the files decide, and the item says so', async () => {
+    const { host } = installedHost({ exitCode: 127 });
+    const items = await packageItems(host);
+    assert.deepEqual(
+      items.map((item) => [item.id, item.verdict]),
+      [
+        ['aadsshlogin', 'ok'],
+        ['registration:sshd', 'ok'],
+        ['registration:nsswitch', 'ok'],
+        ['registration:pam', 'ok'],
+        ['sshd-settings', 'ok'],
+      ],
+    );
+    assert.match(items[1]?.detail ?? '', /sshd is not installed/);
   });
 });
 

@@ -16,7 +16,12 @@ import type { Machine } from '../machine.js';
 import { describeHolders, findLockHolders } from '../package-lock.js';
 import { packageManagers } from '../package-managers/index.js';
 import { MAIN_PACKAGE, SELINUX_PACKAGE } from '../packages.js';
-import { opensshWarning, sshWarnings, verifyRegistrations } from '../registrations.js';
+import {
+  CERT_HANDLER,
+  opensshWarning,
+  sshWarnings,
+  verifyRegistrations,
+} from '../registrations.js';
 import { type AgentProxy, imdsBypassed } from './proxy.js';
 import type { Item } from './report.js';
 
@@ -489,6 +494,7 @@ export async function packageItems(host: DiagnoseHost): Promise<Item[]> {
     selinux: selinux !== undefined,
     signal: AbortSignal.timeout(60_000),
   });
+  const effective = await effectiveSshdConfig(host);
   const titles = { sshd: 'sshd', nsswitch: 'NSS', pam: 'PAM', selinux: 'SELinux module' } as const;
   for (const what of [
     'sshd',
@@ -496,8 +502,14 @@ export async function packageItems(host: DiagnoseHost): Promise<Item[]> {
     'pam',
     ...(selinux ? (['selinux'] as const) : []),
   ] as const) {
-    const problem = problems.find((candidate) => candidate.what === what);
     const base = { id: `registration:${what}`, title: `${titles[what]} registration` };
+    if (what === 'sshd' && effective.settings) {
+      items.push(sshdRegistrationItem(base, effective.settings));
+      continue;
+    }
+    const problem = problems.find((candidate) => candidate.what === what);
+    const where =
+      what === 'sshd' ? `${registrationWhere.sshd}; ${effective.why}` : registrationWhere[what];
     items.push(
       problem
         ? {
@@ -506,14 +518,18 @@ export async function packageItems(host: DiagnoseHost): Promise<Item[]> {
             detail: problem.message,
             remedy: failureKinds.registrationMissing.remedy,
           }
-        : {
-            ...base,
-            verdict: 'ok',
-            detail: `aadsshlogin is registered (${registrationWhere[what]}).`,
-          },
+        : { ...base, verdict: 'ok', detail: `aadsshlogin is registered (${where}).` },
     );
   }
   const warnings = await sshWarnings(host.machine);
+  for (const keyword of ['allowgroups', 'denygroups']) {
+    const value = effective.settings?.get(keyword);
+    const name = keyword === 'allowgroups' ? 'AllowGroups' : 'DenyGroups';
+    if (value && !warnings.some((warning) => warning.includes(name)))
+      warnings.push(
+        `sshd's effective configuration for an Entra ID user sets ${name} ${value}: the first Entra ID login of a user fails because their group is created at that login. Exclude Entra ID users from it with a Match block.`,
+      );
+  }
   const openssh = await host.machine.processes.run('ssh', ['-V']);
   const old = opensshWarning(`${openssh.stderr}${openssh.stdout}`);
   if (old) warnings.push(old);
@@ -534,6 +550,53 @@ export async function packageItems(host: DiagnoseHost): Promise<Item[]> {
         },
   );
   return items;
+}
+
+/** A user name that aadsshlogin's `Match User *@*,…` block applies to, as an Entra ID login's. */
+export const ENTRA_TEST_USER = 'diagnose@contoso.com';
+const SSHD_TEST_ARGS = ['-T', '-C', `user=${ENTRA_TEST_USER},host=localhost,addr=127.0.0.1`];
+
+/**
+ * sshd's effective configuration for an Entra ID user (`sshd -T -C user=…`): what sshd really
+ * applies, Match blocks and Include files evaluated in its first-match-wins order. `undefined`
+ * settings, and why, when sshd cannot tell (not installed, no host keys, a configuration error).
+ */
+async function effectiveSshdConfig(
+  host: DiagnoseHost,
+): Promise<{ settings: Map<string, string> | undefined; why: string }> {
+  const result = await host.machine.processes.run('sshd', SSHD_TEST_ARGS);
+  if (result.exitCode !== 0) {
+    const said = (result.stderr.trim() || `exit code ${result.exitCode}`).split('\n')[0];
+    return {
+      settings: undefined,
+      why: `read from the files: "sshd ${SSHD_TEST_ARGS.join(' ')}" failed (${result.exitCode === 127 ? 'sshd is not installed' : said})`,
+    };
+  }
+  const settings = new Map<string, string>();
+  for (const line of result.stdout.split('\n')) {
+    const match = /^(\S+)\s+(.*)$/.exec(line.trim());
+    if (match?.[1] && match[2] !== undefined) settings.set(match[1].toLowerCase(), match[2]);
+  }
+  return { settings, why: 'sshd -T' };
+}
+
+function sshdRegistrationItem(
+  base: { id: string; title: string },
+  settings: Map<string, string>,
+): Item {
+  const command = settings.get('authorizedkeyscommand') ?? 'none';
+  if (command.split(/\s+/)[0] === CERT_HANDLER)
+    return {
+      ...base,
+      verdict: 'ok',
+      detail: `aadsshlogin is registered (sshd's effective configuration for an Entra ID user, ${ENTRA_TEST_USER}, has AuthorizedKeysCommand ${command}).`,
+    };
+  return {
+    ...base,
+    verdict: 'problem',
+    detail: `sshd's effective configuration for an Entra ID user (sshd ${SSHD_TEST_ARGS.join(' ')}) has AuthorizedKeysCommand ${command}, not ${CERT_HANDLER}: an earlier Match block or setting takes precedence over the one aadsshlogin added (sshd uses the first value it reads), or the package did not register.`,
+    remedy: `Make sure no Match block or AuthorizedKeysCommand before aadsshlogin's Match block in /etc/ssh/sshd_config (or the files it includes) applies to Entra ID users, or reinstall the extension. ${failureKinds.registrationMissing.remedy}`,
+  };
 }
 
 const registrationWhere = {
