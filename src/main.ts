@@ -35,6 +35,16 @@ export async function main<Settings>(extension: Extension<Settings>): Promise<ne
   const verb = process.argv[2];
   const handlerDir = findHandlerDir(process.execPath, () => process.cwd());
   const env = process.env;
+  // diagnose only reads: even when it crashes, it writes no status file (see `crash`).
+  if (verb === 'diagnose' && extension.diagnose) {
+    const report = await extension.diagnose({
+      args: process.argv.slice(3),
+      handlerDir,
+      handlerName: extension.handlerName,
+      version: EXTENSION_VERSION,
+    });
+    return exit(report.exitCode, report.output);
+  }
   const crash = async (error: unknown) => {
     const kind = failureKinds.unexpected;
     const message = `${kind.title} ${errorMessage(error)} ${kind.remedy}`;
@@ -54,7 +64,7 @@ export async function main<Settings>(extension: Extension<Settings>): Promise<ne
   if (!isVerb(verb)) {
     return exit(
       failureKinds.unknownCommand.code,
-      `Usage: ${path.basename(process.argv[1] ?? 'handler')} ${VERBS.join('|')} (got "${verb ?? ''}").`,
+      `Usage: ${path.basename(process.argv[1] ?? 'handler')} ${[...VERBS, ...(extension.diagnose ? ['diagnose'] : [])].join('|')} (got "${verb ?? ''}").`,
     );
   }
   const result = await runCommand(verb, {

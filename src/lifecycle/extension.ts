@@ -76,4 +76,18 @@ export interface Extension<Settings = unknown> {
     warnings: string[];
   };
   run: Readonly<Record<Verb, (context: OperationContext<Settings>) => Promise<Outcome>>>;
+  /**
+   * `diagnose`, a command an administrator runs on the VM (never the agent): a read-only report
+   * of what the extension depends on, printed as it is; its exit code is the command's. It runs
+   * outside the pipeline: no lock, no status, state or log file. Load its code lazily.
+   */
+  diagnose?: (request: DiagnoseRequest) => Promise<{ exitCode: number; output: string }>;
+}
+
+export interface DiagnoseRequest {
+  /** The arguments after `diagnose` (`--json`). */
+  args: readonly string[];
+  handlerDir: string;
+  handlerName: string;
+  version: string;
 }

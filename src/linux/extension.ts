@@ -34,6 +34,8 @@ export const aadSshLoginForLinux: Extension<LinuxSettings> = {
       message: await removeInstallation({ ...jobBase(context) }),
     }),
   },
+  // Loaded only when an administrator runs it: no lifecycle command needs its code.
+  diagnose: async (request) => (await import('./diagnose/index.js')).diagnose(request),
 };
 
 function identityConfirmed(context: OperationContext<LinuxSettings>): boolean {
