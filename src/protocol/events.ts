@@ -111,10 +111,9 @@ export async function writeEvents(
   if (!stat.isDirectory()) {
     return { skipped: `the events folder ${folder} is not a folder (a symlink is not followed)` };
   }
-  const count = (await fs.readdir(folder)).length;
-  if (count >= MAX_FILES_IN_FOLDER) {
+  if ((await countEntries(folder, MAX_FILES_IN_FOLDER)) >= MAX_FILES_IN_FOLDER) {
     return {
-      skipped: `the events folder ${folder} already holds ${count} files (the guest agent is not collecting them)`,
+      skipped: `the events folder ${folder} already holds ${MAX_FILES_IN_FOLDER} files or more (the guest agent is not collecting them)`,
     };
   }
   // Milliseconds and 6 random digits: names sort by time, and two commands never share one.
@@ -122,6 +121,15 @@ export async function writeEvents(
   const file = path.join(folder, name);
   await writeFileAtomic(file, JSON.stringify(events.slice(0, MAX_EVENTS_PER_COMMAND)), 0o600);
   return { file };
+}
+
+/** The folder's entries, counted up to `limit` only: a folder of a million files is not read whole. */
+async function countEntries(folder: string, limit: number): Promise<number> {
+  let count = 0;
+  for await (const _ of await fs.opendir(folder)) {
+    if (++count >= limit) break;
+  }
+  return count;
 }
 
 function level(status: StatusValue): AgentEvent['EventLevel'] {

@@ -110,7 +110,7 @@ describe('writing events into the agent folder', () => {
       for (let i = 0; i < MAX_FILES_IN_FOLDER; i++) {
         await writeFile(path.join(real, `${i}.json`), '[]');
       }
-      assert.match(skipped(await writeEvents(real, events, now)), /already holds 30 files/);
+      assert.match(skipped(await writeEvents(real, events, now)), /already holds 30 files or more/);
       assert.equal((await readdir(real)).length, MAX_FILES_IN_FOLDER);
     });
   });
