@@ -135,6 +135,7 @@ async function sendEvents<Settings>(
   }
 }
 
+/** The command up to its exit code; what the events need is left in `seen`, the log still open. */
 async function runOperation<Settings>(
   verb: Verb,
   deps: PipelineDependencies<Settings>,
