@@ -4,6 +4,7 @@ import type { Clock } from '../io/clock.js';
 import { writeProblem } from '../io/files.js';
 import { type Log, type LogContext, redact } from '../io/log.js';
 import type { Processes } from '../io/processes.js';
+import { commandEvents, writeEvents } from '../protocol/events.js';
 import {
   type HandlerEnvironment,
   readHandlerEnvironment,
@@ -69,12 +70,76 @@ export function agentLibDir(
 /**
  * Runs one lifecycle command from start to end: environment → sequence number → lock → settings
  * → `transitioning` status where the operation reports progress → the extension's work, bounded by
- * the deadline → terminal status → handler state → exit code. It never throws and never exits the
- * process: every failure becomes a status file and an exit code from the failure catalogue.
+ * the deadline → terminal status → handler state → exit code → the agent's events. It never throws
+ * and never exits the process: every failure becomes a status file and an exit code from the
+ * failure catalogue.
  */
 export async function runCommand<Settings>(
   verb: Verb,
   deps: PipelineDependencies<Settings>,
+): Promise<CommandResult> {
+  const startedAt = deps.clock.now();
+  const seen: CommandSeen = {
+    eventsFolder: undefined,
+    sequenceNumber: 0,
+    steps: [],
+    log: undefined,
+  };
+  const result = await runOperation(verb, deps, seen);
+  try {
+    await sendEvents(verb, deps, seen, { startedAt, result });
+  } finally {
+    await seen.log?.close();
+  }
+  return result;
+}
+
+/** What the operation's run tells the events written after it, and its log, still open. */
+interface CommandSeen {
+  /** From HandlerEnvironment.json; absent when the agent collects no events. */
+  eventsFolder: string | undefined;
+  sequenceNumber: number;
+  /** The steps of the terminal status (substatus), redacted. */
+  steps: readonly Substatus[];
+  log: Log | undefined;
+}
+
+/**
+ * The command's events (its start, each step's result, its end with duration and exit code) into
+ * the agent's events folder. Never fails the command: a problem is logged and the events dropped.
+ */
+async function sendEvents<Settings>(
+  verb: Verb,
+  deps: PipelineDependencies<Settings>,
+  seen: CommandSeen,
+  { startedAt, result }: { startedAt: Date; result: CommandResult },
+): Promise<void> {
+  if (!seen.eventsFolder) return;
+  const endedAt = deps.clock.now();
+  const events = commandEvents({
+    task: (deps.operations ?? defaultOperations)[verb].title,
+    version: deps.version,
+    sequenceNumber: seen.sequenceNumber,
+    startedAt,
+    endedAt,
+    status: result.status,
+    exitCode: result.exitCode,
+    message: result.message,
+    steps: seen.steps,
+  });
+  try {
+    const written = await writeEvents(seen.eventsFolder, events, endedAt);
+    if ('skipped' in written) seen.log?.warn(`No events written: ${written.skipped}`);
+  } catch (error) {
+    seen.log?.warn(`No events written: ${writeProblem(error, seen.eventsFolder)}`);
+  }
+}
+
+/** The command up to its exit code; what the events need is left in `seen`, the log still open. */
+async function runOperation<Settings>(
+  verb: Verb,
+  deps: PipelineDependencies<Settings>,
+  seen: CommandSeen,
 ): Promise<CommandResult> {
   const operation = (deps.operations ?? defaultOperations)[verb];
   const { extension, clock, version } = deps;
@@ -102,6 +167,7 @@ export async function runCommand<Settings>(
       message: safeMessage,
       substatus: substatus.map((entry) => ({ ...entry, message: redact(entry.message, secrets) })),
     };
+    if (status !== 'transitioning') seen.steps = statusReport.substatus ?? [];
     try {
       await writeStatus(statusFolder, sequenceNumber, statusReport, {
         handlerName: extension.handlerName,
@@ -158,15 +224,18 @@ export async function runCommand<Settings>(
       return await fail(error);
     }
     statusFolder = environment.statusFolder;
+    seen.eventsFolder = environment.eventsFolder;
 
     // 2. Sequence number, and the log that names it on every line.
     const sequence = await resolveSequenceNumber(deps.env, environment.configFolder);
     sequenceNumber = sequence.value;
+    seen.sequenceNumber = sequenceNumber;
     log = deps.createLog({
       folder: environment.logFolder,
       fileName: extension.logFileName,
       context: { operation: verb, sequenceNumber, version },
     });
+    seen.log = log;
     for (const secret of secrets) log.addSecret(secret);
     const agent = agentHints(deps.env);
     log.info(`${operation.title} started`, {
@@ -265,7 +334,6 @@ export async function runCommand<Settings>(
   } finally {
     deadline.stop();
     await lock?.release().catch(() => undefined);
-    await log?.close();
   }
 }
 

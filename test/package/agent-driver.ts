@@ -281,6 +281,35 @@ export interface AgentReference {
   }[];
 }
 
+/** The agent's collector on the events folder, file by file (agent_status.py `events`). */
+export interface AgentEventsVerdict {
+  agentVersion: string;
+  folder: string;
+  files: {
+    file: string;
+    /** Whether the collector reads the file at all (its name and size). */
+    collected: boolean;
+    /** How many events the file holds, when collected. */
+    events: number | null;
+    /** The events the agent would send: the parameters it takes from each. */
+    sent: {
+      EventName: string;
+      CapabilityUsed: string;
+      TaskName: string;
+      /** The message. */
+      Context1: string;
+      /** The event's timestamp. */
+      Context2: string;
+      /** The operation id. */
+      Context3: string;
+      EventPid: string;
+      EventTid: string;
+    }[];
+    /** Events dropped, by the agent's reason. */
+    dropped: Record<string, number>;
+  }[];
+}
+
 export interface AgentManifest {
   agentVersion: string;
   commands: Record<Operation, string>;
@@ -752,6 +781,24 @@ export class HandlerInstance {
       throw new Error(`the status message is ${message.length} characters, over the agent's 1024`);
     }
     return { ...verdict.reported, message, file: this.statusFile(seq), text };
+  }
+
+  /**
+   * What the agent's extension-telemetry collector makes of every file in the events folder
+   * (agent_status.py `events`); the files stay where they are.
+   */
+  async agentEvents(): Promise<AgentEventsVerdict> {
+    return (await runAgentScript([
+      'events',
+      '--lib-dir',
+      this.sandbox.libDir,
+      '--log-dir',
+      this.sandbox.extensionLogDir,
+      '--name',
+      this.handlerName,
+      '--version',
+      this.version,
+    ])) as AgentEventsVerdict;
   }
 
   /** HandlerManifest.json as the agent's `load_manifest` reads it. */

@@ -4,6 +4,12 @@ Imports WALinuxAgent (Debian's waagent 2.7.3.0, extracted, never installed) from
 given as --agent-root and answers with the agent's own code, one JSON object on stdout:
 
   manifest   the unzipped HandlerManifest.json as the agent reads it (load_manifest).
+  events     what the agent's extension-telemetry collector (collect_telemetry_events.py,
+             _ProcessExtensionEvents) makes of each file in <Extension.LogDir>/<name>/events:
+             whether its name and size are collected at all, how many events it holds, the
+             parameters of each event it would send (its own _enqueue_events_and_get_count and
+             _parse_telemetry_event) and the events it drops, by its reason. The files are left
+             in place (the agent deletes them after its pass).
   status     what the agent reports for <Lib.Dir>/<name>-<version>/status/<seq>.status:
              ExtHandlerInstance.collect_ext_status (read with retries, json.loads,
              parse_ext_status, the 128 KiB check), plus whether the file passed the agent's
@@ -25,6 +31,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import sys
 from collections import defaultdict
 
@@ -240,7 +247,72 @@ def command_manifest(m, args):
     }
 
 
-COMMANDS = {"status": command_status, "reference": command_reference, "manifest": command_manifest}
+class EventQueue(object):
+    """The telemetry sender the collector hands each accepted event to, keeping them instead."""
+
+    def __init__(self):
+        self.events = []
+
+    def enqueue_event(self, event):
+        self.events.append(event)
+
+    def stopped(self):
+        return False
+
+    def get_thread_name(self):
+        return "EventQueue"
+
+
+# The parameters the collector fills from an extension's event (_parse_telemetry_event); the rest
+# describe the machine.
+EXTENSION_EVENT_PARAMETERS = (
+    "EventName",
+    "CapabilityUsed",
+    "TaskName",
+    "Context1",
+    "Context2",
+    "Context3",
+    "EventPid",
+    "EventTid",
+)
+
+
+def command_events(m, args):
+    from azurelinuxagent.ga.collect_telemetry_events import _ProcessExtensionEvents
+
+    m["conf"].__conf__.values["Lib.Dir"] = args.lib_dir
+    m["conf"].__conf__.values["Extension.LogDir"] = args.log_dir
+    folder = os.path.join(args.log_dir, args.name, "events")
+    files = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        entry = {"file": name, "collected": False, "events": None, "sent": [], "dropped": {}}
+        files.append(entry)
+        if not re.match(_ProcessExtensionEvents._EXTENSION_EVENT_FILE_NAME_REGEX, name):
+            continue
+        queue = EventQueue()
+        collector = _ProcessExtensionEvents(queue)
+        if not collector._event_file_size_allowed(path):
+            continue
+        entry["collected"] = True
+        with open(path, "rb") as f:
+            entry["events"] = len(json.loads(f.read().decode("utf-8")))
+        dropped = defaultdict(int)
+        collector._enqueue_events_and_get_count(args.name, path, 0, dropped)
+        entry["dropped"] = dict(dropped)
+        entry["sent"] = [
+            dict((p.name, p.value) for p in event.parameters if p.name in EXTENSION_EVENT_PARAMETERS)
+            for event in queue.events
+        ]
+    return {"agentVersion": m["AGENT_VERSION"], "folder": folder, "files": files}
+
+
+COMMANDS = {
+    "status": command_status,
+    "reference": command_reference,
+    "manifest": command_manifest,
+    "events": command_events,
+}
 
 
 def main():
@@ -253,7 +325,7 @@ def main():
         command.add_argument("--log-dir", required=True)
         command.add_argument("--name", required=True)
         command.add_argument("--version", required=True)
-        if name != "manifest":
+        if name not in ("manifest", "events"):
             command.add_argument("--seq", type=int, required=True)
         if name == "reference":
             command.add_argument("--scratch", required=True)

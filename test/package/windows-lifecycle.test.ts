@@ -6,7 +6,7 @@
  * and is not verified on real Windows is stated in the README.
  */
 import assert from 'node:assert/strict';
-import { copyFile, mkdir, readFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { ImdsAnswer } from '../../src/io/imds.js';
@@ -342,5 +342,42 @@ describe('AADLoginForWindows enable, disable, uninstall', () => {
     assert.deepEqual(vm.dsregcmdCalls.slice(calls), ['/status', '/leave']);
     assert.ok((await logLines(handler)).some((line) => line.endsWith('Left Microsoft Entra ID.')));
     assert.match((await handler.agentStatus(0)).message, /left Microsoft Entra ID/);
+  });
+});
+
+describe('AADLoginForWindows events', () => {
+  test("the agent's collector accepts them: start, each step, end with exit code", async () => {
+    const handler = await windowsHandler();
+    // The folder is shared by every handler version of this file: start with it empty.
+    await rm(handler.eventsFolder, { recursive: true, force: true });
+    await mkdir(handler.eventsFolder, { mode: 0o700 });
+    const commands: { exitCode: number; steps: string[] }[] = [];
+    for (const options of [
+      { build: 20348, productType: 'ServerNT', installationType: 'Server' },
+      { build: 19045, tenant: null },
+    ] satisfies FakeWindowsOptions[]) {
+      const result = await run(handler, 'enable', fakeWindows(options).platform);
+      const status = await handler.agentStatus(0);
+      commands.push({
+        exitCode: result.exitCode,
+        steps: status.substatus.map((step) => `Step ${step.name}: ${step.status} `),
+      });
+    }
+    const { files } = await handler.agentEvents();
+    assert.equal(files.length, commands.length, 'one file per command');
+    for (const [index, file] of files.entries()) {
+      const command = commands[index];
+      assert.ok(command && file.collected, file.file);
+      assert.deepEqual(file.dropped, {});
+      assert.equal(file.sent.length, file.events, 'the agent sends every event');
+      const messages = file.sent.map((event) => event.Context1);
+      assert.match(messages[0] ?? '', /^Enable started: /);
+      assert.match(messages.at(-1) ?? '', new RegExp(`exit code ${command.exitCode}, duration`));
+      assert.deepEqual(
+        messages.slice(1, -1).map((message, step) => message.startsWith(command.steps[step] ?? '')),
+        command.steps.map(() => true),
+        messages.join('\n'),
+      );
+    }
   });
 });

@@ -758,6 +758,10 @@ describe('no secret in any log, status, event or error message', () => {
               places.some((place) => place.file.endsWith('.log')),
               'a log was written',
             );
+            assert.ok(
+              places.some((place) => place.file.startsWith(layout.events)),
+              'events were written',
+            );
             for (const secret of all) {
               for (const form of forms(secret)) {
                 for (const place of places) {
