@@ -3,7 +3,7 @@ import path from 'node:path';
 import { failureKinds } from './failures.js';
 import { systemClock } from './io/clock.js';
 import { errorMessage } from './io/files.js';
-import { createFileLog } from './io/log.js';
+import { createFileLog, type FileLogOptions } from './io/log.js';
 import { systemProcesses } from './io/processes.js';
 import type { Extension } from './lifecycle/extension.js';
 import { isVerb, VERBS } from './lifecycle/operations.js';
@@ -57,17 +57,22 @@ export async function main<Settings>(extension: Extension<Settings>): Promise<ne
       `Usage: ${path.basename(process.argv[1] ?? 'handler')} ${VERBS.join('|')} (got "${verb ?? ''}").`,
     );
   }
-  const result = await runCommand(verb, {
+  const deps = {
     extension,
     version: EXTENSION_VERSION,
     handlerDir,
     env,
     clock: systemClock,
     processes: systemProcesses,
-    createLog: (options) =>
+    createLog: (options: FileLogOptions) =>
       createFileLog({ ...options, onProblem: (problem) => process.stderr.write(`${problem}\n`) }),
-    warn: (problem) => process.stderr.write(`${problem}\n`),
-  });
+    warn: (problem: string) => process.stderr.write(`${problem}\n`),
+  };
+  // `install --dry-run`, `enable --dry-run`: loaded only when asked for (see lifecycle/dry-run.ts).
+  const result =
+    process.argv[3] === '--dry-run'
+      ? await (await import('./lifecycle/dry-run.js')).runDryRun(verb, deps)
+      : await runCommand(verb, deps);
   return exit(result.exitCode, result.message);
 }
 

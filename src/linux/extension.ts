@@ -34,9 +34,14 @@ export const aadSshLoginForLinux: Extension<LinuxSettings> = {
       message: await removeInstallation({ ...jobBase(context) }),
     }),
   },
+  // Loaded only when asked for, so that the everyday enable does not load it.
+  dryRun: async (context) =>
+    (await import('./dry-run.js')).dryRun(context, {
+      identity: context.operation.verb === 'install' || !identityConfirmed(context),
+    }),
 };
 
-function identityConfirmed(context: OperationContext<LinuxSettings>): boolean {
+function identityConfirmed(context: Pick<OperationContext<LinuxSettings>, 'state'>): boolean {
   return context.state.installed.identityConfirmed === true;
 }
 
