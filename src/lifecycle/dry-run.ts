@@ -105,8 +105,9 @@ export async function runDryRun<Settings>(
     return { exitCode: 0, status: 'success', message };
   } catch (error) {
     const failure = toFailure(controller.signal.aborted ? controller.signal.reason : error);
+    // The failing step, when it says more than the message that follows.
     const steps = failure.steps
-      .filter((step) => step.status === 'error')
+      .filter((step) => step.status === 'error' && step.message !== failure.detail)
       .map((step) => `  ${step.name}: ${step.message}`);
     const message = redact(
       [
