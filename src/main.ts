@@ -3,11 +3,11 @@ import path from 'node:path';
 import { failureKinds } from './failures.js';
 import { systemClock } from './io/clock.js';
 import { errorMessage } from './io/files.js';
-import { createFileLog, type FileLogOptions } from './io/log.js';
+import { createFileLog } from './io/log.js';
 import { systemProcesses } from './io/processes.js';
 import type { Extension } from './lifecycle/extension.js';
 import { isVerb, VERBS } from './lifecycle/operations.js';
-import { runCommand } from './lifecycle/pipeline.js';
+import { type PipelineDependencies, runCommand } from './lifecycle/pipeline.js';
 import { writeLastResortStatus } from './protocol/last-resort.js';
 import { EXTENSION_VERSION } from './version.js';
 
@@ -35,17 +35,21 @@ export async function main<Settings>(extension: Extension<Settings>): Promise<ne
   const verb = process.argv[2];
   const handlerDir = findHandlerDir(process.execPath, () => process.cwd());
   const env = process.env;
+  // `install --dry-run`, `enable --dry-run`: prints a plan and writes nothing, not even a status.
+  const dryRun = process.argv[3] === '--dry-run';
   const crash = async (error: unknown) => {
     const kind = failureKinds.unexpected;
     const message = `${kind.title} ${errorMessage(error)} ${kind.remedy}`;
-    await writeLastResortStatus({
-      handlerDir,
-      env,
-      handlerName: extension.handlerName,
-      code: kind.code,
-      message,
-      operation: verb ?? 'unknown',
-    }).catch(() => undefined);
+    if (!dryRun) {
+      await writeLastResortStatus({
+        handlerDir,
+        env,
+        handlerName: extension.handlerName,
+        code: kind.code,
+        message,
+        operation: verb ?? 'unknown',
+      }).catch(() => undefined);
+    }
     return exit(kind.code, message);
   };
   process.on('uncaughtException', crash);
@@ -57,22 +61,21 @@ export async function main<Settings>(extension: Extension<Settings>): Promise<ne
       `Usage: ${path.basename(process.argv[1] ?? 'handler')} ${VERBS.join('|')} (got "${verb ?? ''}").`,
     );
   }
-  const deps = {
+  const deps: PipelineDependencies<Settings> = {
     extension,
     version: EXTENSION_VERSION,
     handlerDir,
     env,
     clock: systemClock,
     processes: systemProcesses,
-    createLog: (options: FileLogOptions) =>
+    createLog: (options) =>
       createFileLog({ ...options, onProblem: (problem) => process.stderr.write(`${problem}\n`) }),
-    warn: (problem: string) => process.stderr.write(`${problem}\n`),
+    warn: (problem) => process.stderr.write(`${problem}\n`),
   };
-  // `install --dry-run`, `enable --dry-run`: loaded only when asked for (see lifecycle/dry-run.ts).
-  const result =
-    process.argv[3] === '--dry-run'
-      ? await (await import('./lifecycle/dry-run.js')).runDryRun(verb, deps)
-      : await runCommand(verb, deps);
+  // Loaded only when asked for, so that the everyday commands do not load it.
+  const result = dryRun
+    ? await (await import('./lifecycle/dry-run.js')).runDryRun(verb, deps)
+    : await runCommand(verb, deps);
   return exit(result.exitCode, result.message);
 }
 
