@@ -73,7 +73,7 @@ export function describeRun(
   }
   if (prepared.converged) {
     lines.push(
-      `Nothing to do: ${repositoryFile} is in place and ${installedList(plan)} already installed${commands.holds.length === 0 && plan.packages.holds.length > 0 ? ' and held' : ''}.`,
+      `Nothing to do: ${repositoryFile} is in place and ${installedList(plan)} already installed${plan.packages.holds.length > 0 ? ' and held' : ''}.`,
     );
     return lines;
   }
