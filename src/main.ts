@@ -7,7 +7,7 @@ import { createFileLog } from './io/log.js';
 import { systemProcesses } from './io/processes.js';
 import type { Extension } from './lifecycle/extension.js';
 import { isVerb, VERBS } from './lifecycle/operations.js';
-import { runCommand } from './lifecycle/pipeline.js';
+import { type PipelineDependencies, runCommand } from './lifecycle/pipeline.js';
 import { writeLastResortStatus } from './protocol/last-resort.js';
 import { EXTENSION_VERSION } from './version.js';
 
@@ -45,17 +45,21 @@ export async function main<Settings>(extension: Extension<Settings>): Promise<ne
     });
     return exit(report.exitCode, report.output);
   }
+  // `install --dry-run`, `enable --dry-run`: prints a plan and writes nothing, not even a status.
+  const dryRun = process.argv[3] === '--dry-run';
   const crash = async (error: unknown) => {
     const kind = failureKinds.unexpected;
     const message = `${kind.title} ${errorMessage(error)} ${kind.remedy}`;
-    await writeLastResortStatus({
-      handlerDir,
-      env,
-      handlerName: extension.handlerName,
-      code: kind.code,
-      message,
-      operation: verb ?? 'unknown',
-    }).catch(() => undefined);
+    if (!dryRun) {
+      await writeLastResortStatus({
+        handlerDir,
+        env,
+        handlerName: extension.handlerName,
+        code: kind.code,
+        message,
+        operation: verb ?? 'unknown',
+      }).catch(() => undefined);
+    }
     return exit(kind.code, message);
   };
   process.on('uncaughtException', crash);
@@ -64,10 +68,10 @@ export async function main<Settings>(extension: Extension<Settings>): Promise<ne
   if (!isVerb(verb)) {
     return exit(
       failureKinds.unknownCommand.code,
-      `Usage: ${path.basename(process.argv[1] ?? 'handler')} ${[...VERBS, ...(extension.diagnose ? ['diagnose'] : [])].join('|')} (got "${verb ?? ''}").`,
+      `Usage: ${path.basename(process.argv[1] ?? 'handler')} ${[...VERBS, ...(extension.diagnose ? ['diagnose'] : [])].join('|')}${extension.dryRun ? ' (install and enable also take --dry-run)' : ''} (got "${verb ?? ''}").`,
     );
   }
-  const result = await runCommand(verb, {
+  const deps: PipelineDependencies<Settings> = {
     extension,
     version: EXTENSION_VERSION,
     handlerDir,
@@ -77,7 +81,11 @@ export async function main<Settings>(extension: Extension<Settings>): Promise<ne
     createLog: (options) =>
       createFileLog({ ...options, onProblem: (problem) => process.stderr.write(`${problem}\n`) }),
     warn: (problem) => process.stderr.write(`${problem}\n`),
-  });
+  };
+  // Loaded only when asked for, so that the everyday commands do not load it.
+  const result = dryRun
+    ? await (await import('./lifecycle/dry-run.js')).runDryRun(verb, deps)
+    : await runCommand(verb, deps);
   return exit(result.exitCode, result.message);
 }
 

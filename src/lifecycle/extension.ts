@@ -48,6 +48,15 @@ export interface OperationContext<Settings> {
   processes: Processes;
 }
 
+/**
+ * What a dry run gets: an operation's context without the means to save the handler state, which
+ * a dry run only reads.
+ */
+export type DryRunContext<Settings> = Omit<
+  OperationContext<Settings>,
+  'saveState' | 'currentState'
+>;
+
 /** The result of an operation that did not fail. Failures are thrown as `HandlerFailure`. */
 export interface Outcome {
   status: Extract<StatusValue, 'success' | 'warning'>;
@@ -76,6 +85,12 @@ export interface Extension<Settings = unknown> {
     warnings: string[];
   };
   run: Readonly<Record<Verb, (context: OperationContext<Settings>) => Promise<Outcome>>>;
+  /**
+   * `install --dry-run` and `enable --dry-run`: what the operation would do, as lines for a person,
+   * found by the operation's own planning code and changing nothing. Without it the option is
+   * refused.
+   */
+  dryRun?(context: DryRunContext<Settings>): Promise<string[]>;
   /**
    * `diagnose`, a command an administrator runs on the VM (never the agent): a read-only report
    * of what the extension depends on, printed as it is; its exit code is the command's. It runs

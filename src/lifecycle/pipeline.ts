@@ -351,7 +351,7 @@ function keepRemedy(message: string, remedy: string): string {
  * The settings an operation works with. Operations that do not read settings get the extension's
  * defaults, so a settings file they cannot use never fails them.
  */
-async function loadSettings<Settings>(
+export async function loadSettings<Settings>(
   operation: Operation,
   options: {
     extension: Extension<Settings>;

@@ -36,9 +36,14 @@ export const aadSshLoginForLinux: Extension<LinuxSettings> = {
   },
   // Loaded only when an administrator runs it: no lifecycle command needs its code.
   diagnose: async (request) => (await import('./diagnose/index.js')).diagnose(request),
+  // Loaded only when asked for, so that the everyday enable does not load it.
+  dryRun: async (context) =>
+    (await import('./dry-run.js')).dryRun(context, {
+      identity: context.operation.verb === 'install' || !identityConfirmed(context),
+    }),
 };
 
-function identityConfirmed(context: OperationContext<LinuxSettings>): boolean {
+function identityConfirmed(context: Pick<OperationContext<LinuxSettings>, 'state'>): boolean {
   return context.state.installed.identityConfirmed === true;
 }
 

@@ -1,11 +1,5 @@
 import path from 'node:path';
-import {
-  type FailureKindName,
-  type FailureStep,
-  failureKinds,
-  HandlerFailure,
-  toFailure,
-} from '../failures.js';
+import { type FailureKindName, type FailureStep, HandlerFailure, toFailure } from '../failures.js';
 import { errorMessage, writeProblem } from '../io/files.js';
 import type { Log } from '../io/log.js';
 import type { HandlerState } from '../lifecycle/state.js';
@@ -111,36 +105,16 @@ export async function converge(job: InstallJob): Promise<ConvergeResult> {
   const { machine, log } = job;
   let state = await recoverInterruptedRun(job);
   const steps: FailureStep[] = [];
-  const fail = (kind: FailureKindName, step: string, detail: string): never => {
-    steps.push({ name: step, status: 'error', code: failureKinds[kind].code, message: detail });
-    throw new HandlerFailure(kind, detail, { steps: [...steps] });
-  };
 
-  const planned = await planFor(job);
-  if (!planned) {
-    return fail(
-      'unsupportedOperatingSystem',
-      'Repository',
-      `There is no packages.microsoft.com repository for ${job.os.id} ${job.os.versionId ?? ''}.`,
-    );
-  }
-  const { plan, manager } = planned;
-  for (const line of describePlan(plan)) log.info(`Plan: ${line}`);
-
-  const installation = readInstallation(state);
-  const repository = await inspectRepository(machine, plan);
-  const holdsMissing = plan.packages.holds.filter((name) => !installation.holds?.includes(name));
-  const converged =
-    (repository === 'foreign' || repository === 'current') &&
-    plan.packages.missing.length === 0 &&
-    holdsMissing.length === 0;
+  const prepared = await prepareRun(job, readInstallation(state));
+  const { plan, manager, converged } = prepared;
 
   if (converged) {
     steps.push({
       name: 'Repository',
       status: 'success',
       code: 0,
-      message: repositoryMessage(plan, repository, 'already'),
+      message: repositoryMessage(plan, prepared.repository, 'already'),
     });
     steps.push({
       name: 'Packages',
@@ -151,7 +125,7 @@ export async function converge(job: InstallJob): Promise<ConvergeResult> {
     log.info('Nothing to install: the repository and the packages are in place');
   } else {
     try {
-      await apply(job, plan, manager, repository, steps, holdsMissing);
+      await apply(job, prepared, steps);
     } catch (error) {
       await rollBack(job, error);
     }
@@ -211,8 +185,117 @@ export async function converge(job: InstallJob): Promise<ConvergeResult> {
   };
 }
 
+/**
+ * Everything a run will do, found out before anything changes: the plan, what of it is already in
+ * place, the keys and repository file to write (fetched from the repository) and the
+ * package-manager commands in the order they run. `converge` applies it; a dry run prints it.
+ */
+export interface PreparedRun {
+  plan: InstallPlan;
+  manager: PackageManager;
+  repository: RepositoryState;
+  /** Nothing to write and nothing to run. */
+  converged: boolean;
+  /** When the repository file is to be written: what goes into it and its key file. */
+  write?: {
+    repositoryUrl: string;
+    repositoryContent: string;
+    keys: PublicKey[];
+    /** Keys the repository offers that are not trusted, so not written. */
+    refusedFingerprints: string[];
+    keyContent: Buffer;
+  };
+  commands: {
+    /** rpm families: the keys into the rpm database too (zypper trusts only those). */
+    importKeys?: Command;
+    refresh?: Command;
+    install?: Command;
+    holds: { name: string; command: Command }[];
+  };
+}
+
+/** What preparing a run needs: the install job without the state it would change. */
+export type PrepareJob = Pick<
+  InstallJob,
+  'machine' | 'os' | 'architecture' | 'settings' | 'log' | 'signal' | 'remainingMs'
+>;
+
+/**
+ * Plans the run and asks the repository what it offers, reading the VM (its files and package
+ * database) and the network only: it changes nothing. A failure names the Repository step.
+ */
+export async function prepareRun(
+  job: PrepareJob,
+  installation: Installation,
+): Promise<PreparedRun> {
+  const repositoryFailure = (failure: HandlerFailure): HandlerFailure =>
+    failure.with({
+      steps: [{ name: 'Repository', status: 'error', code: failure.code, message: failure.detail }],
+    });
+  const planned = await planFor(job);
+  if (!planned) {
+    throw repositoryFailure(
+      new HandlerFailure(
+        'unsupportedOperatingSystem',
+        `There is no packages.microsoft.com repository for ${job.os.id} ${job.os.versionId ?? ''}.`,
+      ),
+    );
+  }
+  const { plan, manager } = planned;
+  for (const line of describePlan(plan)) job.log.info(`Plan: ${line}`);
+
+  const repository = await inspectRepository(job.machine, plan);
+  const holdsMissing = plan.packages.holds.filter((name) => !installation.holds?.includes(name));
+  const converged =
+    (repository === 'foreign' || repository === 'current') &&
+    plan.packages.missing.length === 0 &&
+    holdsMissing.length === 0;
+  const commands: PreparedRun['commands'] = {
+    holds: holdsMissing.map((name) => ({ name, command: manager.hold(name) })),
+  };
+  if (converged) return { plan, manager, repository, converged, commands };
+
+  // Network first, before anything changes: the keys, and which repository folder exists.
+  let write: PreparedRun['write'];
+  if (repository !== 'foreign' && repository !== 'current') {
+    try {
+      const fetchJob = {
+        ...job,
+        budgetMs: () => fetchBudgetMs(job.remainingMs()),
+        throttledBudgetMs: () => throttledFetchBudgetMs(job.remainingMs()),
+      };
+      const keys = await fetchTrustedKeys(fetchJob, plan);
+      const file = await chooseRepository(fetchJob, plan);
+      write = {
+        repositoryUrl: file.url,
+        repositoryContent: file.content,
+        keys: keys.trusted,
+        refusedFingerprints: keys.refused,
+        keyContent:
+          plan.repository.keys.format === 'keyring'
+            ? Buffer.concat(keys.trusted.map((key) => key.packets))
+            : Buffer.from(keys.trusted.map((key) => armor(key.packets)).join('')),
+      };
+      if (plan.repository.keys.format === 'armored') {
+        commands.importKeys = rpmKeys.import(plan.repository.keys.file);
+      }
+    } catch (error) {
+      throw repositoryFailure(toFailure(error));
+    }
+  }
+  if (plan.packages.missing.length > 0) {
+    // Someone else's rpm repository file may name its repository differently: no refresh of
+    // "ours" then; installing reads the metadata it needs.
+    if (repository !== 'foreign' || manager.name === 'apt') {
+      commands.refresh = manager.refresh(plan.repository.target);
+    }
+    commands.install = manager.install(plan.packages.wanted, plan.repository.target);
+  }
+  return { plan, manager, repository, converged, write, commands };
+}
+
 async function planFor(
-  job: InstallJob,
+  job: PrepareJob,
 ): Promise<{ plan: InstallPlan; manager: PackageManager } | undefined> {
   const probe = planInstall(job.os, job.architecture, job.settings, new Map());
   if (!probe) return undefined;
@@ -223,7 +306,7 @@ async function planFor(
 }
 
 async function queryInstalled(
-  job: InstallJob,
+  job: PrepareJob,
   manager: PackageManager,
   names: readonly string[],
 ): Promise<Map<string, string>> {
@@ -238,7 +321,7 @@ async function queryInstalled(
   return manager.parseInstalled(result.stdout);
 }
 
-type RepositoryState = 'current' | 'stale' | 'absent' | 'foreign';
+export type RepositoryState = 'current' | 'stale' | 'absent' | 'foreign';
 
 /** Whether our repository file (and its key file) is there as the plan would write it. */
 async function inspectRepository(machine: Machine, plan: InstallPlan): Promise<RepositoryState> {
@@ -266,22 +349,16 @@ function repositoryMessage(
     : `${file} written; keys ${plan.repository.keys.trustedFingerprints.length > 0 ? 'verified by fingerprint' : ''} in ${plan.repository.keys.file}.`;
 }
 
-function installedList(plan: InstallPlan): string {
+export function installedList(plan: InstallPlan): string {
   return plan.packages.wanted
     .map((spec) => (spec.version ? `${spec.name} ${spec.version}` : spec.name))
     .join(' and ');
 }
 
-/** Makes the changes the plan asks for, journalling each one first. */
-async function apply(
-  job: InstallJob,
-  plan: InstallPlan,
-  manager: PackageManager,
-  repository: RepositoryState,
-  steps: FailureStep[],
-  holdsMissing: readonly string[],
-): Promise<void> {
+/** Makes the changes the prepared run lists, journalling each one first. */
+async function apply(job: InstallJob, prepared: PreparedRun, steps: FailureStep[]): Promise<void> {
   const { log } = job;
+  const { plan, manager, write, commands } = prepared;
   const step = (name: string, message: string) => {
     steps.push({ name, status: 'success', code: 0, message });
     log.info(`${name}: ${message}`);
@@ -290,23 +367,6 @@ async function apply(
     steps.push({ name, status: 'error', code: failure.code, message: failure.detail });
     throw failure.with({ steps: [...steps] });
   };
-
-  // Network first, before anything changes: the keys, and which repository folder exists.
-  let repositoryFile: { url: string; content: string } | undefined;
-  let keys: PublicKey[] = [];
-  if (repository !== 'foreign' && repository !== 'current') {
-    try {
-      const fetchJob = {
-        ...job,
-        budgetMs: () => fetchBudgetMs(job.remainingMs()),
-        throttledBudgetMs: () => throttledFetchBudgetMs(job.remainingMs()),
-      };
-      keys = await fetchTrustedKeys(fetchJob, plan);
-      repositoryFile = await chooseRepository(fetchJob, plan);
-    } catch (error) {
-      failStep('Repository', toFailure(error));
-    }
-  }
 
   await waitForLocks(job, manager);
   if (plan.packages.missing.length > 0) {
@@ -318,38 +378,29 @@ async function apply(
   }
 
   try {
-    if (repositoryFile) {
-      const keyContent =
-        plan.repository.keys.format === 'keyring'
-          ? Buffer.concat(keys.map((key) => key.packets))
-          : keys.map((key) => armor(key.packets)).join('');
-      await writeJournalled(job, plan.repository.keys.file, keyContent);
-      if (plan.repository.keys.format === 'armored') await importRpmKeys(job, plan, keys);
-      await writeJournalled(job, plan.repository.target.file, repositoryFile.content);
+    if (write) {
+      await writeJournalled(job, plan.repository.keys.file, write.keyContent);
+      if (commands.importKeys) await importRpmKeys(job, plan, write.keys, commands.importKeys);
+      await writeJournalled(job, plan.repository.target.file, write.repositoryContent);
       step(
         'Repository',
-        `${plan.repository.target.file} points at ${repositoryFile.url}; trusted keys ${keys.map((key) => key.fingerprint).join(', ')} in ${plan.repository.keys.file}.`,
+        `${plan.repository.target.file} points at ${write.repositoryUrl}; trusted keys ${write.keys.map((key) => key.fingerprint).join(', ')} in ${plan.repository.keys.file}.`,
       );
     } else {
-      step('Repository', repositoryMessage(plan, repository, 'already'));
+      step('Repository', repositoryMessage(plan, prepared.repository, 'already'));
     }
   } catch (error) {
     failStep('Repository', toFailure(error));
   }
 
   try {
-    if (plan.packages.missing.length > 0) {
-      // Someone else's rpm repository file may name its repository differently: no refresh of
-      // "ours" then; installing reads the metadata it needs.
-      const refresh =
-        repository === 'foreign' && manager.name !== 'apt'
-          ? undefined
-          : manager.refresh(plan.repository.target);
-      const refreshed = refresh
-        ? await runDownloading(job, manager, refresh)
-        : { exitCode: 0, stderr: '', stdout: '' };
-      if (refresh && refreshed.exitCode !== 0) {
-        throw commandFailure('repositoryUnavailable', manager, refresh, refreshed);
+    if (commands.install) {
+      const { refresh, install } = commands;
+      if (refresh) {
+        const refreshed = await runDownloading(job, manager, refresh);
+        if (refreshed.exitCode !== 0) {
+          throw commandFailure('repositoryUnavailable', manager, refresh, refreshed);
+        }
       }
       const before = await queryInstalled(
         job,
@@ -362,18 +413,16 @@ async function apply(
       if (newNames.length > 0) {
         await note(job, { kind: 'packages', manager: manager.name, names: newNames });
       }
-      const install = manager.install(plan.packages.wanted, plan.repository.target);
       const installed = await runDownloading(job, manager, install);
       if (installed.exitCode !== 0) {
         throw commandFailure('packageManagerFailed', manager, install, installed);
       }
     }
-    for (const name of holdsMissing) {
+    for (const { name, command } of commands.holds) {
       await note(job, { kind: 'hold', manager: manager.name, name });
-      const hold = manager.hold(name);
-      const held = await runCommand(job, hold);
+      const held = await runCommand(job, command);
       if (held.exitCode !== 0) {
-        throw commandFailure('packageManagerFailed', manager, hold, held);
+        throw commandFailure('packageManagerFailed', manager, command, held);
       }
     }
     step(
@@ -468,13 +517,17 @@ async function writeJournalled(
 }
 
 /** rpm families: the keys into the rpm database too (zypper trusts only those); journalled. */
-async function importRpmKeys(job: InstallJob, plan: InstallPlan, keys: readonly PublicKey[]) {
+async function importRpmKeys(
+  job: InstallJob,
+  plan: InstallPlan,
+  keys: readonly PublicKey[],
+  command: Command,
+) {
   for (const key of keys) {
     const name = rpmKeyName(key.fingerprint);
     if ((await runCommand(job, rpmKeys.query(name))).exitCode === 0) continue;
     await note(job, { kind: 'rpmKey', name });
   }
-  const command = rpmKeys.import(plan.repository.keys.file);
   const result = await runCommand(job, command);
   if (result.exitCode !== 0) {
     throw commandFailure(
@@ -493,13 +546,10 @@ async function importRpmKeys(job: InstallJob, plan: InstallPlan, keys: readonly 
  * this run is changed, so a failure leaves nothing to undo.
  */
 async function finishInterruptedRun(job: InstallJob, manager: PackageManager): Promise<void> {
-  const { interrupted } = manager;
-  if (!interrupted) return;
-  const entries = await job.machine.listDirectory(interrupted.journalFolder);
-  if (!entries.some((name) => interrupted.isJournal(name))) return;
-  const command = interrupted.finish;
+  const command = await interruptedRunCommand(job.machine, manager);
+  if (!command) return;
   job.log.warn(
-    `The package manager was interrupted halfway (${interrupted.journalFolder} holds its journal); finishing that first: ${command.argv.join(' ')}`,
+    `The package manager was interrupted halfway (${manager.interrupted?.journalFolder} holds its journal); finishing that first: ${command.argv.join(' ')}`,
   );
   const result = await runCommand(job, command);
   if (result.exitCode !== 0) {
@@ -508,6 +558,17 @@ async function finishInterruptedRun(job: InstallJob, manager: PackageManager): P
       `The package manager was interrupted halfway earlier, and "${command.argv.join(' ')}", which finishes that, failed (exit ${result.exitCode}): ${failureLines(result.stderr || result.stdout)}`,
     );
   }
+}
+
+/** The command that finishes a package-manager run killed halfway, when its journal is there. */
+export async function interruptedRunCommand(
+  machine: Machine,
+  manager: PackageManager,
+): Promise<Command | undefined> {
+  const { interrupted } = manager;
+  if (!interrupted) return undefined;
+  const entries = await machine.listDirectory(interrupted.journalFolder);
+  return entries.some((name) => interrupted.isJournal(name)) ? interrupted.finish : undefined;
 }
 
 async function waitForLocks(job: RemovalJob, manager: PackageManager): Promise<void> {
@@ -545,7 +606,7 @@ async function runDownloading(job: InstallJob, manager: PackageManager, command:
 }
 
 /** Runs a package-manager command, logging it with its exit code and duration. */
-async function runCommand(job: InstallJob, command: Command) {
+async function runCommand(job: PrepareJob, command: Command) {
   const started = job.machine.clock.now().getTime();
   const result = await runOn(job.machine, command, job.signal);
   const fields = {

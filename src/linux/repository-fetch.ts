@@ -27,8 +27,14 @@ function budgets(job: FetchJob): { budgetMs: number; throttledBudgetMs?: number 
   };
 }
 
-/** The trusted keys from `<baseUrl>/keys/`: files that are absent are skipped; others must answer. */
-export async function fetchTrustedKeys(job: FetchJob, plan: InstallPlan): Promise<PublicKey[]> {
+/**
+ * The trusted keys from `<baseUrl>/keys/` (and the fingerprints of those refused): files that are
+ * absent are skipped; others must answer.
+ */
+export async function fetchTrustedKeys(
+  job: FetchJob,
+  plan: InstallPlan,
+): Promise<{ trusted: PublicKey[]; refused: string[] }> {
   const { keys } = plan.repository;
   const found: PublicKey[] = [];
   const refused: string[] = [];
@@ -76,7 +82,7 @@ export async function fetchTrustedKeys(job: FetchJob, plan: InstallPlan): Promis
     );
   }
   job.log.info(`Trusted keys: ${found.map((key) => key.fingerprint).join(', ')}`);
-  return found;
+  return { trusted: found, refused };
 }
 
 /**

@@ -5,7 +5,9 @@ import type { OperationContext } from '../lifecycle/extension.js';
 import type { LinuxSystem } from './checks/index.js';
 
 /** The VM the handler runs on: real files, real processes, IMDS reached directly. */
-export function realLinuxSystem(context: OperationContext<unknown>): LinuxSystem {
+export function realLinuxSystem(
+  context: Pick<OperationContext<unknown>, 'processes' | 'clock' | 'libDir'>,
+): LinuxSystem {
   return {
     readText: async (file) => {
       try {

@@ -495,6 +495,11 @@ export interface RunOptions {
   disableExitCode?: number | null;
   /** The agent process's own environment, passed on after (and over) its variables. */
   agentEnvironment?: Record<string, string>;
+  /**
+   * Arguments after the manifest's command line, as an operator adds them (`--dry-run`): such a
+   * run is not the agent's, so the agent's HandlerState is left as it is.
+   */
+  extraArguments?: readonly string[];
   timeoutMs?: number;
   /** Wraps the argv the agent would start (`/bin/sh -c <command>`), e.g. in `unshare`. */
   launcher?: Launcher;
@@ -663,7 +668,9 @@ export class HandlerInstance {
    * files in the handler folder, the process group killed at the agent's timeout.
    */
   async run(operation: Operation, options: RunOptions): Promise<CommandRun> {
-    const { command, env } = await this.plan(operation, options);
+    const planned = await this.plan(operation, options);
+    const { env } = planned;
+    const command = [planned.command, ...(options.extraArguments ?? [])].join(' ');
     const launcher = options.launcher ?? this.sandbox.launcher;
     const argv = launcher
       ? launcher(['/bin/sh', '-c', command], this.dir)
@@ -715,12 +722,15 @@ export class HandlerInstance {
     const stderr = readDescriptor(errFd);
     closeSync(outFd);
     closeSync(errFd);
-    if (exitCode === 0) {
-      if (operation === 'install' || operation === 'disable')
-        await this.setHandlerStateIfPresent('Installed');
-      if (operation === 'enable') await this.setHandlerStateIfPresent('Enabled');
-    } else if (operation === 'update') {
-      await this.setHandlerStateIfPresent('FailedUpgrade');
+    // An operator's run (extra arguments) is not the agent's: it records nothing then.
+    if (!options.extraArguments) {
+      if (exitCode === 0) {
+        if (operation === 'install' || operation === 'disable')
+          await this.setHandlerStateIfPresent('Installed');
+        if (operation === 'enable') await this.setHandlerStateIfPresent('Enabled');
+      } else if (operation === 'update') {
+        await this.setHandlerStateIfPresent('FailedUpgrade');
+      }
     }
     return {
       operation,

@@ -103,7 +103,7 @@ async function main(argv: readonly string[]): Promise<number> {
       budgetMs: () => fetchBudgetMs(startedAt + deadlineMs - Date.now()),
       throttledBudgetMs: () => throttledFetchBudgetMs(startedAt + deadlineMs - Date.now()),
     };
-    const keys = await fetchTrustedKeys(job, plan);
+    const keys = (await fetchTrustedKeys(job, plan)).trusted;
     const repository = await chooseRepository(job, plan);
     return report(
       true,

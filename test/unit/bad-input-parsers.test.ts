@@ -1055,7 +1055,7 @@ describe('repository keys', () => {
           fetchText: async () => (call++ === 0 ? first : second),
         } as unknown as Machine;
         try {
-          const keys = await fetchTrustedKeys(
+          const { trusted: keys } = await fetchTrustedKeys(
             {
               machine,
               log: memoryLog(),

@@ -5,7 +5,13 @@ import { HandlerFailure } from '../../src/failures.js';
 import type { FetchResult } from '../../src/io/http.js';
 import { emptyState, type HandlerState } from '../../src/lifecycle/state.js';
 import { parseOsRelease } from '../../src/linux/checks/os-release.js';
-import { converge, type InstallJob, removeInstallation } from '../../src/linux/installer.js';
+import { describeRun } from '../../src/linux/dry-run.js';
+import {
+  converge,
+  type InstallJob,
+  prepareRun,
+  removeInstallation,
+} from '../../src/linux/installer.js';
 import { failureLines, readInstallation } from '../../src/linux/journal.js';
 import { armor, dearmor, publicKeys } from '../../src/linux/keys.js';
 import type { Machine } from '../../src/linux/machine.js';
@@ -768,6 +774,68 @@ describe('a full disk', () => {
     assert.ok(vm.commands.includes(`${PURGE} aadsshlogin`));
     assert.equal(vm.files.has(LIST), false);
     assert.equal(vm.files.has(KEY_FILE.apt), false);
+  });
+});
+
+describe('prepareRun: what a dry run prints is what converge runs', () => {
+  /** The commands that change something, as converge runs them (queries left out). */
+  const changing = (vm: FakeVm) =>
+    vm.commands.filter((line) => !/^(dpkg-query|rpm -q) /.test(line));
+
+  for (const osName of ['debian-12', 'almalinux-9.4', 'sles-15.5']) {
+    test(`${osName}: preparing writes and runs nothing; converge then runs the prepared commands, in order`, async () => {
+      const vm = fakeVm();
+      const run = await job(vm, osName);
+      const prepared = await prepareRun(run, {});
+      assert.deepEqual([...vm.files.keys()], [], 'nothing written');
+      assert.deepEqual(changing(vm), [], 'only queries ran');
+      const printed = describeRun(prepared, {
+        os: run.os,
+        checks: [],
+        journal: [],
+        interrupted: undefined,
+      });
+      const commands = printed
+        .slice(printed.indexOf('Would run, in order:') + 1)
+        .map((line) => line.trim().replace(/ {3}\(with .*\)$/, ''));
+      const file = prepared.plan.repository.target.file;
+      const content = printed.slice(
+        printed.indexOf(`--- begin ${file} ---`) + 1,
+        printed.indexOf(`--- end ${file} ---`),
+      );
+      assert.ok(printed.some((line) => line.includes(trustedFingerprint)));
+
+      await converge(run);
+      assert.deepEqual(changing(vm), commands);
+      assert.equal(vm.files.get(file)?.toString(), `${content.join('\n')}\n`);
+    });
+  }
+
+  test('a converged VM: nothing to do, nothing fetched', async () => {
+    const vm = fakeVm();
+    const run = await job(vm, 'debian-12');
+    await converge(run);
+    const fetched = vm.fetched.length;
+    const prepared = await prepareRun(run, readInstallation(run.state()));
+    assert.equal(prepared.converged, true);
+    assert.equal(vm.fetched.length, fetched);
+    const printed = describeRun(prepared, {
+      os: run.os,
+      checks: [],
+      journal: [],
+      interrupted: undefined,
+    });
+    assert.match(printed.at(-1) ?? '', /^Nothing to do: .* already installed\.$/);
+  });
+
+  test('an untrusted key: 27 saying no offered key is trusted, nothing written', async () => {
+    const vm = fakeVm({
+      answers: { [`${BASE}/keys/microsoft.asc`]: { status: 200, body: otherArmored } },
+    });
+    const error = await failure(prepareRun(await job(vm, 'debian-12'), {}));
+    assert.equal(error.code, 27);
+    assert.match(error.detail, /none of which is trusted/);
+    assert.deepEqual([...vm.files.keys()], []);
   });
 });
 

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { HandlerFailure } from '../../src/failures.js';
-import type { Extension, Outcome } from '../../src/lifecycle/extension.js';
+import { runDryRun } from '../../src/lifecycle/dry-run.js';
+import type { DryRunContext, Extension, Outcome } from '../../src/lifecycle/extension.js';
 import { operations, type Verb } from '../../src/lifecycle/operations.js';
 import {
   type PipelineDependencies,
@@ -391,6 +392,81 @@ describe('lifecycle pipeline', () => {
         result.message,
         /^Enable failed: Cannot write the status file .*\/0\.status: .* The command stopped before changing anything\. Free space \(and inodes\) on the file system holding the named folder/,
       );
+    } finally {
+      await folder.cleanup();
+    }
+  });
+});
+
+describe('install --dry-run and enable --dry-run', () => {
+  /** What a dry run may not leave behind: files in the status folder, a state folder, a log. */
+  async function written(folder: Awaited<ReturnType<typeof handlerFolder>>) {
+    return {
+      status: await readdir(folder.status),
+      state: await readdir(stateFolder(folder.handlerDir, NAME)).catch(() => 'absent'),
+      log: await readdir(path.join(folder.lib, 'log')).catch(() => 'absent'),
+    };
+  }
+  const nothingWritten = { status: [], state: 'absent', log: 'absent' };
+
+  test('prints the plan from the settings, runs no operation and writes nothing', async () => {
+    const folder = await handlerFolder();
+    try {
+      await folder.settings(0, { mirror: 'https://m' });
+      const extension = {
+        ...fakeExtension(succeed),
+        dryRun: async (context: DryRunContext<{ mirror?: string }>) => [
+          `would use ${context.settings.mirror} for ${context.operation.verb}`,
+        ],
+      };
+      const { deps } = dependencies(folder.handlerDir, extension, {
+        createLog: () => assert.fail('a dry run opens no log file'),
+      });
+      const result = await runDryRun('enable', deps);
+      assert.equal(result.exitCode, 0);
+      assert.match(result.message, /^Enable --dry-run: nothing was changed\./);
+      assert.match(result.message, /^would use https:\/\/m for enable$/m);
+      assert.deepEqual(extension.calls, []);
+      assert.deepEqual(await written(folder), nothingWritten);
+    } finally {
+      await folder.cleanup();
+    }
+  });
+
+  test('a failure: its catalogue code and message, and still nothing written', async () => {
+    const folder = await handlerFolder();
+    try {
+      await folder.settings(0, {});
+      const extension = {
+        ...fakeExtension(succeed),
+        dryRun: async () => {
+          throw new HandlerFailure('untrustedRepositoryKey', 'Only key ABCD is offered.');
+        },
+      };
+      const result = await runDryRun('install', dependencies(folder.handlerDir, extension).deps);
+      assert.equal(result.exitCode, 27);
+      assert.match(result.message, /^Install --dry-run failed \(exit 27\); nothing was changed\./);
+      assert.match(result.message, /Only key ABCD is offered\./);
+      assert.deepEqual(await written(folder), nothingWritten);
+    } finally {
+      await folder.cleanup();
+    }
+  });
+
+  test('only install and enable of an extension that has a dry run: otherwise exit 2', async () => {
+    const folder = await handlerFolder();
+    try {
+      await folder.settings(0, {});
+      const withDryRun = { ...fakeExtension(succeed), dryRun: async () => [] };
+      const disable = await runDryRun('disable', dependencies(folder.handlerDir, withDryRun).deps);
+      assert.equal(disable.exitCode, 2);
+      assert.match(disable.message, /--dry-run is for install and enable/);
+      const without = await runDryRun(
+        'install',
+        dependencies(folder.handlerDir, fakeExtension(succeed)).deps,
+      );
+      assert.equal(without.exitCode, 2);
+      assert.deepEqual(await written(folder), nothingWritten);
     } finally {
       await folder.cleanup();
     }
