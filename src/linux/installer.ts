@@ -29,7 +29,13 @@ import { type Command, type PackageManager, packageManagers } from './package-ma
 import { rpmKeyName, rpmKeys } from './package-managers/rpm-family.js';
 import { packagesToQuery, SELINUX_PACKAGE } from './packages.js';
 import { describePlan, type InstallPlan, planInstall } from './plan.js';
-import { type Problem, sshWarnings, verifyRegistrations } from './registrations.js';
+import {
+  CERT_HANDLER,
+  type Problem,
+  verifyRegistrations,
+  WARNING_CHECKS,
+  warningChecks,
+} from './registrations.js';
 import { WRITTEN_BY } from './repository.js';
 import { chooseRepository, fetchTrustedKeys } from './repository-fetch.js';
 import type { LinuxSettings } from './settings.js';
@@ -100,12 +106,38 @@ export function throttledFetchBudgetMs(remainingMs: number): number {
 /** What the deadline must still hold to run a command the repository rate-limited once more. */
 const RERUN_RESERVE_MS = 60_000;
 
-const REGISTRATION_STEP: Record<Problem['what'], string> = {
-  sshd: 'SshdRegistration',
-  nsswitch: 'NssRegistration',
-  pam: 'PamRegistration',
-  selinux: 'SelinuxRegistration',
-};
+/** The registrations verified after installing, each one substatus entry, in this order. */
+const REGISTRATIONS: readonly { what: Problem['what']; step: string; fine: string }[] = [
+  {
+    what: 'sshd',
+    step: 'SshdRegistration',
+    fine: `sshd runs ${CERT_HANDLER} as the AuthorizedKeysCommand of Entra ID users.`,
+  },
+  { what: 'nsswitch', step: 'NssRegistration', fine: '/etc/nsswitch.conf lists aad for passwd.' },
+  { what: 'pam', step: 'PamRegistration', fine: 'pam_aad is configured under /etc/pam.d.' },
+  {
+    what: 'selinux',
+    step: 'SelinuxRegistration',
+    fine: 'The SELinux module aad_permissions is loaded.',
+  },
+];
+
+/**
+ * The steps of `converge`, in order, each one substatus entry in every status of install and
+ * enable (after the checks): the repository's keys (network, nothing changed yet), the package
+ * manager's locks, the repository and key files, the refresh, the install, the holds, each
+ * registration, then the checks that only warn.
+ */
+export const CONVERGE_STEPS: readonly string[] = [
+  'RepositoryKeys',
+  'PackageManager',
+  'Repository',
+  'Refresh',
+  'Install',
+  'Hold',
+  ...REGISTRATIONS.map((registration) => registration.step),
+  ...WARNING_CHECKS,
+];
 
 export async function converge(job: InstallJob): Promise<ConvergeResult> {
   const { machine, log } = job;
@@ -120,11 +152,11 @@ export async function converge(job: InstallJob): Promise<ConvergeResult> {
   if (!planned) {
     return fail(
       'unsupportedOperatingSystem',
-      'Repository',
+      'RepositoryKeys',
       `There is no packages.microsoft.com repository for ${job.os.id} ${job.os.versionId ?? ''}.`,
     );
   }
-  const { plan, manager } = planned;
+  const { plan, manager, installed } = planned;
   for (const line of describePlan(plan)) log.info(`Plan: ${line}`);
 
   const installation = readInstallation(state);
@@ -136,18 +168,14 @@ export async function converge(job: InstallJob): Promise<ConvergeResult> {
     holdsMissing.length === 0;
 
   if (converged) {
-    steps.push({
-      name: 'Repository',
-      status: 'success',
-      code: 0,
-      message: repositoryMessage(plan, repository, 'already'),
-    });
-    steps.push({
-      name: 'Packages',
-      status: 'success',
-      code: 0,
-      message: `Already installed: ${installedList(plan)}.`,
-    });
+    const done = (name: string, message: string) =>
+      steps.push({ name, status: 'success', code: 0, message });
+    done('RepositoryKeys', 'Nothing to fetch: the repository is configured.');
+    done('PackageManager', 'Not needed: nothing to install.');
+    done('Repository', repositoryMessage(plan, repository, 'already'));
+    done('Refresh', 'Nothing to refresh: the packages are installed.');
+    done('Install', `Nothing to install: ${installedList(plan)} already installed.`);
+    done('Hold', holdMessage(plan, 'already'));
     log.info('Nothing to install: the repository and the packages are in place');
   } else {
     try {
@@ -157,17 +185,19 @@ export async function converge(job: InstallJob): Promise<ConvergeResult> {
     }
   }
 
-  const problems = await verifyRegistrations(machine, {
-    selinux: plan.packages.wanted.some((spec) => spec.name === SELINUX_PACKAGE),
-    signal: job.signal,
-  });
-  for (const problem of problems) {
-    steps.push({
-      name: REGISTRATION_STEP[problem.what],
-      status: 'error',
-      code: 21,
-      message: problem.message,
-    });
+  const selinux = plan.packages.wanted.some((spec) => spec.name === SELINUX_PACKAGE);
+  const problems = await verifyRegistrations(machine, { selinux, signal: job.signal });
+  for (const { what, step, fine } of REGISTRATIONS) {
+    const problem = problems.find((candidate) => candidate.what === what);
+    if (problem) {
+      steps.push({ name: step, status: 'error', code: 21, message: problem.message });
+    } else {
+      const message =
+        what === 'selinux' && !selinux
+          ? `Not needed: no SELinux policy package is installed, so neither is ${SELINUX_PACKAGE}.`
+          : fine;
+      steps.push({ name: step, status: 'success', code: 0, message });
+    }
   }
   if (problems.length > 0) {
     const failure = new HandlerFailure(
@@ -180,15 +210,15 @@ export async function converge(job: InstallJob): Promise<ConvergeResult> {
     if (converged) throw failure;
     await rollBack(job, failure);
   }
-  steps.push({
-    name: 'Registrations',
-    status: 'success',
-    code: 0,
-    message: `sshd (AuthorizedKeysCommand /usr/sbin/aad_certhandler), NSS (aad) and PAM (pam_aad)${plan.packages.wanted.some((spec) => spec.name === SELINUX_PACKAGE) ? ' and SELinux (aad_permissions)' : ''} are registered.`,
-  });
-  for (const warning of await sshWarnings(machine)) {
-    log.warn(warning);
-    steps.push({ name: 'SshdConfiguration', status: 'warning', code: 0, message: warning });
+  const warnings: string[] = [];
+  for (const check of await warningChecks(machine, installed)) {
+    for (const warning of check.warnings) log.warn(warning);
+    if (check.warnings.length > 0) warnings.push(check.name);
+    steps.push(
+      check.warnings.length > 0
+        ? { name: check.name, status: 'warning', code: 0, message: check.warnings.join(' ') }
+        : { name: check.name, status: 'success', code: 0, message: check.fine },
+    );
   }
 
   // Success: this run's journal becomes part of the installation record. If that cannot be
@@ -202,24 +232,34 @@ export async function converge(job: InstallJob): Promise<ConvergeResult> {
   } catch (error) {
     await rollBack(job, error);
   }
+  const missing = plan.packages.missing.map((spec) => spec.name);
+  const what = converged
+    ? `${installedList(plan)} ${plan.packages.wanted.length > 1 ? 'are' : 'is'} installed and registered; nothing needed changing.`
+    : missing.length > 0
+      ? `${joinNames(missing)} ${missing.length > 1 ? 'were' : 'was'} installed and ${installedList(plan)} ${plan.packages.wanted.length > 1 ? 'are' : 'is'} registered.`
+      : `the repository configuration was written again; ${installedList(plan)} ${plan.packages.wanted.length > 1 ? 'are' : 'is'} installed and registered.`;
   return {
     installation: readInstallation(state),
     steps,
-    summary: converged
-      ? `${installedList(plan)} already installed and registered; nothing changed.`
-      : `${installedList(plan)} installed and registered.`,
+    summary:
+      warnings.length > 0
+        ? `${what} ${warnings.length} warning${warnings.length > 1 ? 's' : ''}, see the substatus entries ${joinNames(warnings)}.`
+        : what,
   };
 }
 
+/** The plan, and what the package query found installed (name → version). */
 async function planFor(
   job: InstallJob,
-): Promise<{ plan: InstallPlan; manager: PackageManager } | undefined> {
+): Promise<
+  { plan: InstallPlan; manager: PackageManager; installed: ReadonlyMap<string, string> } | undefined
+> {
   const probe = planInstall(job.os, job.architecture, job.settings, new Map());
   if (!probe) return undefined;
   const manager = packageManagers[probe.repository.manager];
   const installed = await queryInstalled(job, manager, packagesToQuery(job.os, manager.name));
   const plan = planInstall(job.os, job.architecture, job.settings, installed);
-  return plan ? { plan, manager } : undefined;
+  return plan ? { plan, manager, installed } : undefined;
 }
 
 async function queryInstalled(
@@ -266,6 +306,15 @@ function repositoryMessage(
     : `${file} written; keys ${plan.repository.keys.trustedFingerprints.length > 0 ? 'verified by fingerprint' : ''} in ${plan.repository.keys.file}.`;
 }
 
+function holdMessage(plan: InstallPlan, when: 'already' | 'now'): string {
+  const { holds } = plan.packages;
+  if (holds.length === 0) return 'Nothing to hold: the newest version is wanted.';
+  const version = plan.packages.wanted[0]?.version;
+  return when === 'already'
+    ? `${joinNames(holds)} already held at ${version}.`
+    : `${joinNames(holds)} held at ${version}.`;
+}
+
 function installedList(plan: InstallPlan): string {
   return plan.packages.wanted
     .map((spec) => (spec.version ? `${spec.name} ${spec.version}` : spec.name))
@@ -303,18 +352,28 @@ async function apply(
       };
       keys = await fetchTrustedKeys(fetchJob, plan);
       repositoryFile = await chooseRepository(fetchJob, plan);
+      step(
+        'RepositoryKeys',
+        `Trusted keys ${keys.map((key) => key.fingerprint).join(', ')} fetched; packages from ${repositoryFile.url}.`,
+      );
     } catch (error) {
-      failStep('Repository', toFailure(error));
+      failStep('RepositoryKeys', toFailure(error));
     }
+  } else {
+    step('RepositoryKeys', 'Nothing to fetch: the repository is configured.');
   }
 
-  await waitForLocks(job, manager);
-  if (plan.packages.missing.length > 0) {
-    try {
-      await finishInterruptedRun(job, manager);
-    } catch (error) {
-      failStep('Packages', toFailure(error));
-    }
+  try {
+    await waitForLocks(job, manager);
+    const finished = plan.packages.missing.length > 0 && (await finishInterruptedRun(job, manager));
+    step(
+      'PackageManager',
+      finished
+        ? `Free; it had been interrupted halfway, and "${manager.interrupted?.finish.argv.join(' ')}" finished that.`
+        : 'Free: no other program holds its locks.',
+    );
+  } catch (error) {
+    failStep('PackageManager', toFailure(error));
   }
 
   try {
@@ -337,20 +396,33 @@ async function apply(
     failStep('Repository', toFailure(error));
   }
 
-  try {
-    if (plan.packages.missing.length > 0) {
-      // Someone else's rpm repository file may name its repository differently: no refresh of
-      // "ours" then; installing reads the metadata it needs.
-      const refresh =
-        repository === 'foreign' && manager.name !== 'apt'
-          ? undefined
-          : manager.refresh(plan.repository.target);
-      const refreshed = refresh
-        ? await runDownloading(job, manager, refresh)
-        : { exitCode: 0, stderr: '', stdout: '' };
-      if (refresh && refreshed.exitCode !== 0) {
-        throw commandFailure('repositoryUnavailable', manager, refresh, refreshed);
+  if (plan.packages.missing.length === 0) {
+    step('Refresh', 'Nothing to refresh: the packages are installed.');
+    step('Install', `Nothing to install: ${installedList(plan)} already installed.`);
+  } else {
+    // Someone else's rpm repository file may name its repository differently: no refresh of
+    // "ours" then; installing reads the metadata it needs.
+    const refresh =
+      repository === 'foreign' && manager.name !== 'apt'
+        ? undefined
+        : manager.refresh(plan.repository.target);
+    try {
+      if (refresh) {
+        const refreshed = await runDownloading(job, manager, refresh);
+        if (refreshed.exitCode !== 0) {
+          throw commandFailure('repositoryUnavailable', manager, refresh, refreshed);
+        }
+        step('Refresh', `Ran "${refresh.argv.join(' ')}".`);
+      } else {
+        step(
+          'Refresh',
+          `Not needed: ${plan.repository.target.file} is someone else's; installing reads the metadata it needs.`,
+        );
       }
+    } catch (error) {
+      failStep('Refresh', toFailure(error));
+    }
+    try {
       const before = await queryInstalled(
         job,
         manager,
@@ -367,7 +439,13 @@ async function apply(
       if (installed.exitCode !== 0) {
         throw commandFailure('packageManagerFailed', manager, install, installed);
       }
+      step('Install', `${installedList(plan)} installed with ${manager.name}.`);
+    } catch (error) {
+      failStep('Install', toFailure(error));
     }
+  }
+
+  try {
     for (const name of holdsMissing) {
       await note(job, { kind: 'hold', manager: manager.name, name });
       const hold = manager.hold(name);
@@ -376,12 +454,9 @@ async function apply(
         throw commandFailure('packageManagerFailed', manager, hold, held);
       }
     }
-    step(
-      'Packages',
-      `${installedList(plan)}${plan.packages.holds.length > 0 ? ` (held at ${plan.packages.wanted[0]?.version})` : ''} installed with ${manager.name}.`,
-    );
+    step('Hold', holdMessage(plan, holdsMissing.length > 0 ? 'now' : 'already'));
   } catch (error) {
-    failStep('Packages', toFailure(error));
+    failStep('Hold', toFailure(error));
   }
 }
 
@@ -490,13 +565,13 @@ async function importRpmKeys(job: InstallJob, plan: InstallPlan, keys: readonly 
  * A package-manager run killed halfway (ours, by the agent's timeout, or anyone's) blocks every
  * later one: apt refuses with "dpkg was interrupted, you must manually run 'dpkg --configure -a'".
  * Finishing it is what apt asks for, and what the install that follows needs. Before anything of
- * this run is changed, so a failure leaves nothing to undo.
+ * this run is changed, so a failure leaves nothing to undo. Returns whether there was one.
  */
-async function finishInterruptedRun(job: InstallJob, manager: PackageManager): Promise<void> {
+async function finishInterruptedRun(job: InstallJob, manager: PackageManager): Promise<boolean> {
   const { interrupted } = manager;
-  if (!interrupted) return;
+  if (!interrupted) return false;
   const entries = await job.machine.listDirectory(interrupted.journalFolder);
-  if (!entries.some((name) => interrupted.isJournal(name))) return;
+  if (!entries.some((name) => interrupted.isJournal(name))) return false;
   const command = interrupted.finish;
   job.log.warn(
     `The package manager was interrupted halfway (${interrupted.journalFolder} holds its journal); finishing that first: ${command.argv.join(' ')}`,
@@ -508,6 +583,7 @@ async function finishInterruptedRun(job: InstallJob, manager: PackageManager): P
       `The package manager was interrupted halfway earlier, and "${command.argv.join(' ')}", which finishes that, failed (exit ${result.exitCode}): ${failureLines(result.stderr || result.stdout)}`,
     );
   }
+  return true;
 }
 
 async function waitForLocks(job: RemovalJob, manager: PackageManager): Promise<void> {
