@@ -233,11 +233,15 @@ export async function converge(job: InstallJob): Promise<ConvergeResult> {
     await rollBack(job, error);
   }
   const missing = plan.packages.missing.map((spec) => spec.name);
+  const all = installedList(plan);
+  const are = plan.packages.wanted.length > 1 ? 'are' : 'is';
   const what = converged
-    ? `${installedList(plan)} ${plan.packages.wanted.length > 1 ? 'are' : 'is'} installed and registered; nothing needed changing.`
-    : missing.length > 0
-      ? `${joinNames(missing)} ${missing.length > 1 ? 'were' : 'was'} installed and ${installedList(plan)} ${plan.packages.wanted.length > 1 ? 'are' : 'is'} registered.`
-      : `the repository configuration was written again; ${installedList(plan)} ${plan.packages.wanted.length > 1 ? 'are' : 'is'} installed and registered.`;
+    ? `${all} ${are} installed and registered; nothing needed changing.`
+    : missing.length === plan.packages.wanted.length
+      ? `${all} ${missing.length > 1 ? 'were' : 'was'} installed and ${are} registered.`
+      : missing.length > 0
+        ? `${joinNames(missing)} ${missing.length > 1 ? 'were' : 'was'} installed; ${all} ${are} registered.`
+        : `the repository configuration was written again; ${all} ${are} installed and registered.`;
   return {
     installation: readInstallation(state),
     steps,

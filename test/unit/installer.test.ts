@@ -282,7 +282,7 @@ describe('converge on Debian (apt)', () => {
       CONVERGE_STEPS.map((name) => [name, 'success']),
       'one entry per step, in order, each succeeded',
     );
-    assert.match(result.summary, /^aadsshlogin was installed and aadsshlogin is registered\.$/);
+    assert.match(result.summary, /^aadsshlogin was installed and is registered\.$/);
     assert.ok(run.log.lines.some((line) => line.message.startsWith('Plan: ')));
   });
 
