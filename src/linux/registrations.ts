@@ -145,16 +145,17 @@ export function authorizedKeysCommandWarnings(file: string, text: string): strin
 }
 
 /**
- * A warning when the installed OpenSSH server (its package version: `1:9.2p1-2+deb12u3`,
- * `7.4p1-22.el7`) is older than 7.8, which cannot check the RSA-SHA2 certificate signatures that
- * current clients and `az ssh vm` send.
+ * A warning when OpenSSH is older than 7.8, which cannot check the RSA-SHA2 certificate
+ * signatures that current clients and `az ssh vm` send. `version` is a package version
+ * (`1:9.2p1-2+deb12u3`, `7.4p1-22.el7`) or what `ssh -V` prints (`OpenSSH_7.4p1, …`).
  */
-export function opensshWarning(packageVersion: string): string | undefined {
-  const match = /^(?:\d+:)?(\d+)\.(\d+)/.exec(packageVersion.trim());
+export function opensshWarning(version: string): string | undefined {
+  const match =
+    /^(?:\d+:)?(\d+)\.(\d+)/.exec(version.trim()) ?? /OpenSSH_(\d+)\.(\d+)/.exec(version);
   if (!match) return undefined;
   const [major, minor] = [Number(match[1]), Number(match[2])];
   if (major > 7 || (major === 7 && minor >= 8)) return undefined;
-  return `The OpenSSH server is version ${major}.${minor} (package ${packageVersion.trim()}), older than 7.8: it cannot check the RSA-SHA2 signatures of the certificates that current clients and "az ssh vm" send, so Entra ID logins may be refused. Update openssh-server to 7.8 or later.`;
+  return `OpenSSH ${major}.${minor} is older than 7.8: it cannot check the RSA-SHA2 signatures of the certificates that current clients and "az ssh vm" send, so Entra ID logins may be refused. Update the OpenSSH server (openssh-server) to 7.8 or later.`;
 }
 
 /** The PAM files pam-auth-update generates on Debian and Ubuntu (`/etc/pam.d/common-<type>`). */
@@ -331,7 +332,7 @@ export async function warningChecks(
     },
     {
       name: 'OpenSshVersion',
-      warnings: openssh ? [openssh] : [],
+      warnings: openssh ? [`${opensshPackage} ${opensshVersion} is installed. ${openssh}`] : [],
       fine: opensshVersion
         ? `The OpenSSH server is ${opensshVersion} (7.8 or later).`
         : `No OpenSSH server package (${OPENSSH_PACKAGES.join(', ')}) is installed.`,
@@ -344,4 +345,12 @@ export async function warningChecks(
         : 'No /usr/share/pam-configs: pam-auth-update does not manage PAM here.',
     },
   ];
+}
+
+/** The warnings about sshd_config and its drop-in files at once (the diagnose command's sshd item). */
+export async function sshWarnings(machine: Machine): Promise<string[]> {
+  return (await sshdFiles(machine)).flatMap(({ file, text }) => [
+    ...sshdWarnings(file, text),
+    ...authorizedKeysCommandWarnings(file, text),
+  ]);
 }

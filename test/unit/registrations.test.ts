@@ -108,18 +108,18 @@ describe('registrations', () => {
     assert.match(warnings[0] ?? '', /AllowGroups outside a Match block/);
   });
 
-  test('OpenSSH server packages older than 7.8 warn, by their version; 7.8 and later do not', () => {
+  test('OpenSSH older than 7.8 warns, by package version or ssh -V; 7.8 and later do not', () => {
     for (const version of [
       '7.4p1-22.el7_9',
       '1:7.4p1-10+deb9u7',
       '1:7.2p2-4ubuntu2.10',
       '7.2p2-81.1',
+      'OpenSSH_7.4p1, OpenSSL 1.0.2k-fips  26 Jan 2017',
     ]) {
       assert.match(
         opensshWarning(version) ?? '',
-        new RegExp(
-          `version 7\\.[24] \\(package ${version.replace(/[.+]/g, '\\$&')}\\), older than 7\\.8`,
-        ),
+        /^OpenSSH 7\.[24] is older than 7\.8: .*Update/,
+        version,
       );
     }
     for (const version of [
@@ -127,6 +127,7 @@ describe('registrations', () => {
       '7.8p1-1',
       '8.0p1-19.el8_8',
       '1:10.0p1-1',
+      'OpenSSH_9.2p1 Debian-2+deb12u3, OpenSSL 3.0.15 3 Sep 2024',
       'unknown',
     ]) {
       assert.equal(opensshWarning(version), undefined, version);
