@@ -205,9 +205,37 @@ export type FailureKindName = keyof typeof failureKinds;
 /** A check or step reported with a failure, as the status file's substatus shows it. */
 export interface FailureStep {
   name: string;
-  status: 'success' | 'warning' | 'error';
+  /**
+   * `transitioning` marks a step that never ran (an earlier one failed): the agent knows only
+   * success, transitioning, warning and error, and a step that did not run neither succeeded
+   * nor warned about anything.
+   */
+  status: 'success' | 'warning' | 'error' | 'transitioning';
   code: number;
   message: string;
+}
+
+/**
+ * The steps of a command that stopped early, completed to one entry for each of `names` (every
+ * check and step the command has, in order): those that did not run are marked as not run, naming
+ * the step that failed, so the portal shows the whole list and which one stopped it.
+ */
+export function withNotRun(steps: readonly FailureStep[], names: readonly string[]): FailureStep[] {
+  const failed = steps.find((step) => step.status === 'error')?.name;
+  const reason = failed ? `${failed} failed first` : 'the command stopped before it';
+  const missing = names
+    .filter((name) => !steps.some((step) => step.name === name))
+    .map((name) => ({
+      name,
+      status: 'transitioning' as const,
+      code: 0,
+      message: `Not run: ${reason}.`,
+    }));
+  const order = (step: FailureStep) => {
+    const index = names.indexOf(step.name);
+    return index === -1 ? names.length : index;
+  };
+  return [...steps, ...missing].sort((a, b) => order(a) - order(b));
 }
 
 /** A failure of a known kind, with the details of this occurrence (never a secret). */

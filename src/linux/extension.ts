@@ -1,7 +1,7 @@
-import { toFailure } from '../failures.js';
+import { toFailure, withNotRun } from '../failures.js';
 import type { Extension, OperationContext, Outcome } from '../lifecycle/extension.js';
-import { runChecks } from './checks/index.js';
-import { converge, removeInstallation } from './installer.js';
+import { CHECKS, runChecks, type Step } from './checks/index.js';
+import { CONVERGE_STEPS, converge, removeInstallation } from './installer.js';
 import { realMachine } from './machine.js';
 import { DEFAULT_BASE_URL } from './repository.js';
 import { type LinuxSettings, parseLinuxSettings } from './settings.js';
@@ -58,11 +58,17 @@ function jobBase(context: OperationContext<LinuxSettings>) {
   };
 }
 
+/** Every check and step of install and enable, in order: one substatus entry each. */
+const CONFIGURE_STEPS = [...CHECKS, ...CONVERGE_STEPS];
+
 async function checkOnly(context: OperationContext<LinuxSettings>): Promise<Outcome> {
   const results = await runChecks(realLinuxSystem(context), {
     log: context.log,
     signal: context.signal,
     identity: true,
+  }).catch((error: unknown) => {
+    const failure = toFailure(error);
+    throw failure.with({ steps: withNotRun(failure.steps, CHECKS) });
   });
   return {
     status: 'success',
@@ -81,12 +87,14 @@ async function configureVm(
   which: 'all' | 'cheap',
 ): Promise<Outcome> {
   const system = realLinuxSystem(context);
-  const checks = await runChecks(system, {
-    log: context.log,
-    signal: context.signal,
-    identity: which === 'all',
-  });
+  let checkSteps: Step[] = [];
   try {
+    const checks = await runChecks(system, {
+      log: context.log,
+      signal: context.signal,
+      identity: which === 'all',
+    });
+    checkSteps = checks.steps;
     const result = await converge({
       ...jobBase(context),
       os: checks.os,
@@ -104,7 +112,11 @@ async function configureVm(
       },
     };
   } catch (error) {
+    // A failed check carries its own steps; a failed step carries the converge steps so far.
     const failure = toFailure(error);
-    throw failure.with({ steps: [...checks.steps, ...failure.steps] });
+    const steps = failure.steps.some((step) => (CHECKS as readonly string[]).includes(step.name))
+      ? failure.steps
+      : [...checkSteps, ...failure.steps];
+    throw failure.with({ steps: withNotRun(steps, CONFIGURE_STEPS) });
   }
 }

@@ -23,7 +23,13 @@ import { type Command, type PackageManager, packageManagers } from './package-ma
 import { rpmKeyName, rpmKeys } from './package-managers/rpm-family.js';
 import { packagesToQuery, SELINUX_PACKAGE } from './packages.js';
 import { describePlan, type InstallPlan, planInstall } from './plan.js';
-import { type Problem, sshWarnings, verifyRegistrations } from './registrations.js';
+import {
+  CERT_HANDLER,
+  type Problem,
+  verifyRegistrations,
+  WARNING_CHECKS,
+  warningChecks,
+} from './registrations.js';
 import { WRITTEN_BY } from './repository.js';
 import { chooseRepository, fetchTrustedKeys } from './repository-fetch.js';
 import type { LinuxSettings } from './settings.js';
@@ -94,12 +100,38 @@ export function throttledFetchBudgetMs(remainingMs: number): number {
 /** What the deadline must still hold to run a command the repository rate-limited once more. */
 const RERUN_RESERVE_MS = 60_000;
 
-const REGISTRATION_STEP: Record<Problem['what'], string> = {
-  sshd: 'SshdRegistration',
-  nsswitch: 'NssRegistration',
-  pam: 'PamRegistration',
-  selinux: 'SelinuxRegistration',
-};
+/** The registrations verified after installing, each one substatus entry, in this order. */
+const REGISTRATIONS: readonly { what: Problem['what']; step: string; fine: string }[] = [
+  {
+    what: 'sshd',
+    step: 'SshdRegistration',
+    fine: `sshd runs ${CERT_HANDLER} as the AuthorizedKeysCommand of Entra ID users.`,
+  },
+  { what: 'nsswitch', step: 'NssRegistration', fine: '/etc/nsswitch.conf lists aad for passwd.' },
+  { what: 'pam', step: 'PamRegistration', fine: 'pam_aad is configured under /etc/pam.d.' },
+  {
+    what: 'selinux',
+    step: 'SelinuxRegistration',
+    fine: 'The SELinux module aad_permissions is loaded.',
+  },
+];
+
+/**
+ * The steps of `converge`, in order, each one substatus entry in every status of install and
+ * enable (after the checks): the repository's keys (network, nothing changed yet), the package
+ * manager's locks, the repository and key files, the refresh, the install, the holds, each
+ * registration, then the checks that only warn.
+ */
+export const CONVERGE_STEPS: readonly string[] = [
+  'RepositoryKeys',
+  'PackageManager',
+  'Repository',
+  'Refresh',
+  'Install',
+  'Hold',
+  ...REGISTRATIONS.map((registration) => registration.step),
+  ...WARNING_CHECKS,
+];
 
 export async function converge(job: InstallJob): Promise<ConvergeResult> {
   const { machine, log } = job;
@@ -110,18 +142,14 @@ export async function converge(job: InstallJob): Promise<ConvergeResult> {
   const { plan, manager, converged } = prepared;
 
   if (converged) {
-    steps.push({
-      name: 'Repository',
-      status: 'success',
-      code: 0,
-      message: repositoryMessage(plan, prepared.repository, 'already'),
-    });
-    steps.push({
-      name: 'Packages',
-      status: 'success',
-      code: 0,
-      message: `Already installed: ${installedList(plan)}.`,
-    });
+    const done = (name: string, message: string) =>
+      steps.push({ name, status: 'success', code: 0, message });
+    done('RepositoryKeys', 'Nothing to fetch: the repository is configured.');
+    done('PackageManager', 'Not needed: nothing to install.');
+    done('Repository', repositoryMessage(plan, prepared.repository, 'already'));
+    done('Refresh', 'Nothing to refresh: the packages are installed.');
+    done('Install', `Nothing to install: ${installedList(plan)} already installed.`);
+    done('Hold', holdMessage(plan, 'already'));
     log.info('Nothing to install: the repository and the packages are in place');
   } else {
     try {
@@ -131,17 +159,19 @@ export async function converge(job: InstallJob): Promise<ConvergeResult> {
     }
   }
 
-  const problems = await verifyRegistrations(machine, {
-    selinux: plan.packages.wanted.some((spec) => spec.name === SELINUX_PACKAGE),
-    signal: job.signal,
-  });
-  for (const problem of problems) {
-    steps.push({
-      name: REGISTRATION_STEP[problem.what],
-      status: 'error',
-      code: 21,
-      message: problem.message,
-    });
+  const selinux = plan.packages.wanted.some((spec) => spec.name === SELINUX_PACKAGE);
+  const problems = await verifyRegistrations(machine, { selinux, signal: job.signal });
+  for (const { what, step, fine } of REGISTRATIONS) {
+    const problem = problems.find((candidate) => candidate.what === what);
+    if (problem) {
+      steps.push({ name: step, status: 'error', code: 21, message: problem.message });
+    } else {
+      const message =
+        what === 'selinux' && !selinux
+          ? `Not needed: no SELinux policy package is installed, so neither is ${SELINUX_PACKAGE}.`
+          : fine;
+      steps.push({ name: step, status: 'success', code: 0, message });
+    }
   }
   if (problems.length > 0) {
     const failure = new HandlerFailure(
@@ -154,15 +184,15 @@ export async function converge(job: InstallJob): Promise<ConvergeResult> {
     if (converged) throw failure;
     await rollBack(job, failure);
   }
-  steps.push({
-    name: 'Registrations',
-    status: 'success',
-    code: 0,
-    message: `sshd (AuthorizedKeysCommand /usr/sbin/aad_certhandler), NSS (aad) and PAM (pam_aad)${plan.packages.wanted.some((spec) => spec.name === SELINUX_PACKAGE) ? ' and SELinux (aad_permissions)' : ''} are registered.`,
-  });
-  for (const warning of await sshWarnings(machine)) {
-    log.warn(warning);
-    steps.push({ name: 'SshdConfiguration', status: 'warning', code: 0, message: warning });
+  const warnings: string[] = [];
+  for (const check of await warningChecks(machine, prepared.installed)) {
+    for (const warning of check.warnings) log.warn(warning);
+    if (check.warnings.length > 0) warnings.push(check.name);
+    steps.push(
+      check.warnings.length > 0
+        ? { name: check.name, status: 'warning', code: 0, message: check.warnings.join(' ') }
+        : { name: check.name, status: 'success', code: 0, message: check.fine },
+    );
   }
 
   // Success: this run's journal becomes part of the installation record. If that cannot be
@@ -176,12 +206,23 @@ export async function converge(job: InstallJob): Promise<ConvergeResult> {
   } catch (error) {
     await rollBack(job, error);
   }
+  const missing = plan.packages.missing.map((spec) => spec.name);
+  const all = installedList(plan);
+  const are = plan.packages.wanted.length > 1 ? 'are' : 'is';
+  const what = converged
+    ? `${all} ${are} installed and registered; nothing needed changing.`
+    : missing.length === plan.packages.wanted.length
+      ? `${all} ${missing.length > 1 ? 'were' : 'was'} installed and ${are} registered.`
+      : missing.length > 0
+        ? `${joinNames(missing)} ${missing.length > 1 ? 'were' : 'was'} installed; ${all} ${are} registered.`
+        : `the repository configuration was written again; ${all} ${are} installed and registered.`;
   return {
     installation: readInstallation(state),
     steps,
-    summary: converged
-      ? `${installedList(plan)} already installed and registered; nothing changed.`
-      : `${installedList(plan)} installed and registered.`,
+    summary:
+      warnings.length > 0
+        ? `${what} ${warnings.length} warning${warnings.length > 1 ? 's' : ''}, see the substatus entries ${joinNames(warnings)}.`
+        : what,
   };
 }
 
@@ -196,6 +237,8 @@ export interface PreparedRun {
   repository: RepositoryState;
   /** Nothing to write and nothing to run. */
   converged: boolean;
+  /** What the package query found installed (name → version), the OpenSSH server included. */
+  installed: ReadonlyMap<string, string>;
   /** When the repository file is to be written: what goes into it and its key file. */
   write?: {
     repositoryUrl: string;
@@ -222,7 +265,7 @@ export type PrepareJob = Pick<
 
 /**
  * Plans the run and asks the repository what it offers, reading the VM (its files and package
- * database) and the network only: it changes nothing. A failure names the Repository step.
+ * database) and the network only: it changes nothing. A failure names the RepositoryKeys step.
  */
 export async function prepareRun(
   job: PrepareJob,
@@ -230,7 +273,9 @@ export async function prepareRun(
 ): Promise<PreparedRun> {
   const repositoryFailure = (failure: HandlerFailure): HandlerFailure =>
     failure.with({
-      steps: [{ name: 'Repository', status: 'error', code: failure.code, message: failure.detail }],
+      steps: [
+        { name: 'RepositoryKeys', status: 'error', code: failure.code, message: failure.detail },
+      ],
     });
   const planned = await planFor(job);
   if (!planned) {
@@ -241,7 +286,7 @@ export async function prepareRun(
       ),
     );
   }
-  const { plan, manager } = planned;
+  const { plan, manager, installed } = planned;
   for (const line of describePlan(plan)) job.log.info(`Plan: ${line}`);
 
   const repository = await inspectRepository(job.machine, plan);
@@ -253,7 +298,7 @@ export async function prepareRun(
   const commands: PreparedRun['commands'] = {
     holds: holdsMissing.map((name) => ({ name, command: manager.hold(name) })),
   };
-  if (converged) return { plan, manager, repository, converged, commands };
+  if (converged) return { plan, manager, repository, converged, installed, commands };
 
   // Network first, before anything changes: the keys, and which repository folder exists.
   let write: PreparedRun['write'];
@@ -291,18 +336,21 @@ export async function prepareRun(
     }
     commands.install = manager.install(plan.packages.wanted, plan.repository.target);
   }
-  return { plan, manager, repository, converged, write, commands };
+  return { plan, manager, repository, converged, installed, write, commands };
 }
 
+/** The plan, and what the package query found installed (name → version). */
 async function planFor(
   job: PrepareJob,
-): Promise<{ plan: InstallPlan; manager: PackageManager } | undefined> {
+): Promise<
+  { plan: InstallPlan; manager: PackageManager; installed: ReadonlyMap<string, string> } | undefined
+> {
   const probe = planInstall(job.os, job.architecture, job.settings, new Map());
   if (!probe) return undefined;
   const manager = packageManagers[probe.repository.manager];
   const installed = await queryInstalled(job, manager, packagesToQuery(job.os, manager.name));
   const plan = planInstall(job.os, job.architecture, job.settings, installed);
-  return plan ? { plan, manager } : undefined;
+  return plan ? { plan, manager, installed } : undefined;
 }
 
 async function queryInstalled(
@@ -349,6 +397,15 @@ function repositoryMessage(
     : `${file} written; keys ${plan.repository.keys.trustedFingerprints.length > 0 ? 'verified by fingerprint' : ''} in ${plan.repository.keys.file}.`;
 }
 
+function holdMessage(plan: InstallPlan, when: 'already' | 'now'): string {
+  const { holds } = plan.packages;
+  if (holds.length === 0) return 'Nothing to hold: the newest version is wanted.';
+  const version = plan.packages.wanted[0]?.version;
+  return when === 'already'
+    ? `${joinNames(holds)} already held at ${version}.`
+    : `${joinNames(holds)} held at ${version}.`;
+}
+
 export function installedList(plan: InstallPlan): string {
   return plan.packages.wanted
     .map((spec) => (spec.version ? `${spec.name} ${spec.version}` : spec.name))
@@ -368,13 +425,24 @@ async function apply(job: InstallJob, prepared: PreparedRun, steps: FailureStep[
     throw failure.with({ steps: [...steps] });
   };
 
-  await waitForLocks(job, manager);
-  if (plan.packages.missing.length > 0) {
-    try {
-      await finishInterruptedRun(job, manager);
-    } catch (error) {
-      failStep('Packages', toFailure(error));
-    }
+  step(
+    'RepositoryKeys',
+    write
+      ? `Trusted keys ${write.keys.map((key) => key.fingerprint).join(', ')} fetched; packages from ${write.repositoryUrl}.`
+      : 'Nothing to fetch: the repository is configured.',
+  );
+
+  try {
+    await waitForLocks(job, manager);
+    const finished = plan.packages.missing.length > 0 && (await finishInterruptedRun(job, manager));
+    step(
+      'PackageManager',
+      finished
+        ? `Free; it had been interrupted halfway, and "${manager.interrupted?.finish.argv.join(' ')}" finished that.`
+        : 'Free: no other program holds its locks.',
+    );
+  } catch (error) {
+    failStep('PackageManager', toFailure(error));
   }
 
   try {
@@ -393,15 +461,28 @@ async function apply(job: InstallJob, prepared: PreparedRun, steps: FailureStep[
     failStep('Repository', toFailure(error));
   }
 
-  try {
-    if (commands.install) {
-      const { refresh, install } = commands;
+  const { refresh, install } = commands;
+  if (!install) {
+    step('Refresh', 'Nothing to refresh: the packages are installed.');
+    step('Install', `Nothing to install: ${installedList(plan)} already installed.`);
+  } else {
+    try {
       if (refresh) {
         const refreshed = await runDownloading(job, manager, refresh);
         if (refreshed.exitCode !== 0) {
           throw commandFailure('repositoryUnavailable', manager, refresh, refreshed);
         }
+        step('Refresh', `Ran "${refresh.argv.join(' ')}".`);
+      } else {
+        step(
+          'Refresh',
+          `Not needed: ${plan.repository.target.file} is someone else's; installing reads the metadata it needs.`,
+        );
       }
+    } catch (error) {
+      failStep('Refresh', toFailure(error));
+    }
+    try {
       const before = await queryInstalled(
         job,
         manager,
@@ -417,7 +498,13 @@ async function apply(job: InstallJob, prepared: PreparedRun, steps: FailureStep[
       if (installed.exitCode !== 0) {
         throw commandFailure('packageManagerFailed', manager, install, installed);
       }
+      step('Install', `${installedList(plan)} installed with ${manager.name}.`);
+    } catch (error) {
+      failStep('Install', toFailure(error));
     }
+  }
+
+  try {
     for (const { name, command } of commands.holds) {
       await note(job, { kind: 'hold', manager: manager.name, name });
       const held = await runCommand(job, command);
@@ -425,12 +512,9 @@ async function apply(job: InstallJob, prepared: PreparedRun, steps: FailureStep[
         throw commandFailure('packageManagerFailed', manager, command, held);
       }
     }
-    step(
-      'Packages',
-      `${installedList(plan)}${plan.packages.holds.length > 0 ? ` (held at ${plan.packages.wanted[0]?.version})` : ''} installed with ${manager.name}.`,
-    );
+    step('Hold', holdMessage(plan, commands.holds.length > 0 ? 'now' : 'already'));
   } catch (error) {
-    failStep('Packages', toFailure(error));
+    failStep('Hold', toFailure(error));
   }
 }
 
@@ -543,11 +627,11 @@ async function importRpmKeys(
  * A package-manager run killed halfway (ours, by the agent's timeout, or anyone's) blocks every
  * later one: apt refuses with "dpkg was interrupted, you must manually run 'dpkg --configure -a'".
  * Finishing it is what apt asks for, and what the install that follows needs. Before anything of
- * this run is changed, so a failure leaves nothing to undo.
+ * this run is changed, so a failure leaves nothing to undo. Returns whether there was one.
  */
-async function finishInterruptedRun(job: InstallJob, manager: PackageManager): Promise<void> {
+async function finishInterruptedRun(job: InstallJob, manager: PackageManager): Promise<boolean> {
   const command = await interruptedRunCommand(job.machine, manager);
-  if (!command) return;
+  if (!command) return false;
   job.log.warn(
     `The package manager was interrupted halfway (${manager.interrupted?.journalFolder} holds its journal); finishing that first: ${command.argv.join(' ')}`,
   );
@@ -558,6 +642,7 @@ async function finishInterruptedRun(job: InstallJob, manager: PackageManager): P
       `The package manager was interrupted halfway earlier, and "${command.argv.join(' ')}", which finishes that, failed (exit ${result.exitCode}): ${failureLines(result.stderr || result.stdout)}`,
     );
   }
+  return true;
 }
 
 /** The command that finishes a package-manager run killed halfway, when its journal is there. */

@@ -36,9 +36,18 @@ export interface PackagePlan {
   holds: string[];
 }
 
-/** The packages to query before planning: ours and the SELinux policy package. */
+/**
+ * The packages that may hold the OpenSSH server, first found first: `openssh-server` on most
+ * distributions, `openssh` on SUSE releases that do not split it.
+ */
+export const OPENSSH_PACKAGES = ['openssh-server', 'openssh'] as const;
+
+/**
+ * The packages to query before planning: ours, the SELinux policy package, and the OpenSSH server
+ * (its version is checked for the OpenSshVersion warning, without running sshd).
+ */
 export function packagesToQuery(os: OsRelease, manager: ManagerName): string[] {
-  return [SELINUX_PACKAGE, MAIN_PACKAGE, selinuxPolicyPackage(os, manager)];
+  return [SELINUX_PACKAGE, MAIN_PACKAGE, selinuxPolicyPackage(os, manager), ...OPENSSH_PACKAGES];
 }
 
 /**

@@ -1,4 +1,5 @@
 import type { Machine } from './machine.js';
+import { OPENSSH_PACKAGES } from './packages.js';
 
 /**
  * What the aadsshlogin packages must have registered for Entra ID login to work, read from the
@@ -15,15 +16,18 @@ export interface Problem {
 
 export const CERT_HANDLER = '/usr/sbin/aad_certhandler';
 
-/** Configuration lines without comments and blank lines, as [keyword, rest], keyword lower-cased. */
-function directives(text: string): [string, string][] {
-  const result: [string, string][] = [];
-  for (const raw of text.split(/\r?\n/)) {
+/**
+ * Configuration lines without comments and blank lines, as [keyword, rest, line number], the
+ * keyword lower-cased.
+ */
+function directives(text: string): [string, string, number][] {
+  const result: [string, string, number][] = [];
+  text.split(/\r?\n/).forEach((raw, index) => {
     const line = raw.replace(/#.*$/, '').trim();
-    if (!line) continue;
+    if (!line) return;
     const match = /^([^\s=]+)\s*=?\s*(.*)$/.exec(line);
-    if (match?.[1]) result.push([match[1].toLowerCase(), match[2] ?? '']);
-  }
+    if (match?.[1]) result.push([match[1].toLowerCase(), match[2] ?? '', index + 1]);
+  });
   return result;
 }
 
@@ -87,28 +91,158 @@ export function checkSelinux(semoduleList: string): Problem | undefined {
   };
 }
 
-/** Warnings about sshd settings that let the extension install but make Entra ID login fail. */
+/**
+ * The checks that warn and never fail, in the order of their substatus entries: settings that let
+ * the extension install but make Entra ID login fail or surprise later.
+ */
+export const WARNING_CHECKS = [
+  'SshdGroups',
+  'AuthorizedKeysCommand',
+  'OpenSshVersion',
+  'PamLocalChanges',
+] as const;
+export type WarningCheck = (typeof WARNING_CHECKS)[number];
+
+/** One warning check's result: its warnings, or what it found in order when there are none. */
+export interface WarningResult {
+  name: WarningCheck;
+  warnings: string[];
+  fine: string;
+}
+
+/** `AllowGroups`/`DenyGroups` outside a Match block: the first Entra ID login fails. */
 export function sshdWarnings(file: string, text: string): string[] {
   const warnings: string[] = [];
   let inMatch = false;
-  for (const [keyword] of directives(text)) {
+  for (const [keyword, , line] of directives(text)) {
     if (keyword === 'match') inMatch = true;
     else if (!inMatch && (keyword === 'allowgroups' || keyword === 'denygroups')) {
       warnings.push(
-        `${file} sets ${keyword === 'allowgroups' ? 'AllowGroups' : 'DenyGroups'} outside a Match block: the first Entra ID login of a user fails because their group is created at that login. Move it into a Match block that excludes Entra ID users.`,
+        `${file} line ${line} sets ${keyword === 'allowgroups' ? 'AllowGroups' : 'DenyGroups'} outside a Match block: the first Entra ID login of a user fails because their group is created at that login. Move it into a Match block that excludes Entra ID users.`,
       );
     }
   }
-  return [...new Set(warnings)];
+  return warnings;
 }
 
-/** A warning when `ssh -V`'s answer (`OpenSSH_7.4p1, …`) is older than 7.8. */
-export function opensshWarning(versionText: string): string | undefined {
-  const match = /OpenSSH_(\d+)\.(\d+)/.exec(versionText);
+/**
+ * An `AuthorizedKeysCommand` that is not aadsshlogin's. sshd takes the first one that applies to
+ * a connection, so one in a Match block that also matches Entra ID users, ahead of aadsshlogin's,
+ * makes their login fail; a global one is overridden by aadsshlogin's Match block, but the two
+ * still have to be kept apart by whoever changes the file next.
+ */
+export function authorizedKeysCommandWarnings(file: string, text: string): string[] {
+  const warnings: string[] = [];
+  for (const [keyword, value, line] of directives(text)) {
+    if (keyword !== 'authorizedkeyscommand') continue;
+    const command = value.split(/\s+/)[0] ?? '';
+    if (command === CERT_HANDLER || command.toLowerCase() === 'none') continue;
+    warnings.push(
+      `${file} line ${line} sets AuthorizedKeysCommand ${command}, which is not aadsshlogin's (${CERT_HANDLER}): sshd uses only the first AuthorizedKeysCommand that applies to a connection, so Entra ID logins fail wherever this one applies to them. Keep it inside a Match block that excludes Entra ID users (names with @ and object IDs), after aadsshlogin's, or remove it.`,
+    );
+  }
+  return warnings;
+}
+
+/**
+ * A warning when OpenSSH is older than 7.8, which cannot check the RSA-SHA2 certificate
+ * signatures that current clients and `az ssh vm` send. `version` is a package version
+ * (`1:9.2p1-2+deb12u3`, `7.4p1-22.el7`) or what `ssh -V` prints (`OpenSSH_7.4p1, …`).
+ */
+export function opensshWarning(version: string): string | undefined {
+  const match =
+    /^(?:\d+:)?(\d+)\.(\d+)/.exec(version.trim()) ?? /OpenSSH_(\d+)\.(\d+)/.exec(version);
   if (!match) return undefined;
   const [major, minor] = [Number(match[1]), Number(match[2])];
   if (major > 7 || (major === 7 && minor >= 8)) return undefined;
-  return `OpenSSH ${major}.${minor} is older than 7.8: current clients' RSA-SHA2 certificates may be refused. Update OpenSSH, or sign in with "az ssh vm" using an older signature algorithm.`;
+  return `OpenSSH ${major}.${minor} is older than 7.8: it cannot check the RSA-SHA2 signatures of the certificates that current clients and "az ssh vm" send, so Entra ID logins may be refused. Update the OpenSSH server (openssh-server) to 7.8 or later.`;
+}
+
+/** The PAM files pam-auth-update generates on Debian and Ubuntu (`/etc/pam.d/common-<type>`). */
+export const PAM_AUTH_UPDATE_TYPES = [
+  'auth',
+  'account',
+  'password',
+  'session',
+  'session-noninteractive',
+] as const;
+
+const PRIMARY_BLOCK = /^# here are the per-package modules \(the "Primary" block\)/;
+const FALLBACK = /^# here's the fallback if no module succeeds/;
+const ADDITIONAL_BLOCK = /^# and here are more per-package modules \(the "Additional" block\)/;
+const BLOCK_END = /^# end of pam-auth-update config/;
+
+/**
+ * Whether pam-auth-update would refuse to change `/etc/pam.d/common-<type>` because it was edited
+ * locally, and why (undefined when it would not). aadsshlogin adds pam_aad with pam-auth-update,
+ * which without --force leaves a locally modified file alone: the registration is then missing.
+ *
+ * The method is pam-auth-update's own (`diff_profiles` in libpam-runtime's
+ * /usr/sbin/pam-auth-update, ported line for line): it keeps what it last wrote for each type in
+ * /var/lib/pam/<type> ("Module: <name>" headers, then that module's lines), and accepts the file
+ * when every line of its managed blocks (from the "Primary" marker to the fallback marker, and
+ * from the "Additional" marker to the end marker) matches, in order, a saved line's control and
+ * module path, jump counts ignored; changed options are merged, not refused. Lines outside the
+ * blocks are always kept, so they are no problem. A missing marker, a missing saved file, or a
+ * block line without a saved counterpart is a local modification.
+ */
+export function pamLocalChange(
+  type: string,
+  current: string | undefined,
+  saved: string | undefined,
+): string | undefined {
+  const file = `/etc/pam.d/common-${type}`;
+  const remedy = `pam-auth-update will not add pam_aad to it, so Entra ID login fails. Move local lines outside the block pam-auth-update manages (from "# here are the per-package modules" to "# end of pam-auth-update config"), or run "pam-auth-update --force" (which replaces the local lines), then apply the extension again.`;
+  if (current === undefined) return undefined;
+  if (saved === undefined) {
+    return `${file}: /var/lib/pam/${type}, pam-auth-update's record of what it wrote, is missing, so it treats ${file} as locally modified: ${remedy}`;
+  }
+  const jumpCount = (line: string) => line.replace(/(\[[^0-9]*)[0-9]+(.*\])/g, '$1$2');
+  const modules = saved
+    .split('\n')
+    .filter((line) => line && !line.startsWith('Module: '))
+    .map((line) => {
+      const normalised = jumpCount(line).replace(/(\[.*)end(.*\])/g, '$1$2');
+      return /^((\[[^\]]+\]|\w+)\s+\S+)/.exec(normalised)?.[1];
+    });
+  const stackType = type.replace(/-noninteractive$/, '');
+  const stripType = (line: string) => line.replace(new RegExp(`^${stackType}\\s+`), '');
+  let state: 'before' | 'primary' | 'between' | 'additional' | 'done' = 'before';
+  const lines = current.split('\n');
+  for (const [index, raw] of lines.entries()) {
+    if (state === 'done') break;
+    if (state === 'before') {
+      if (PRIMARY_BLOCK.test(raw)) state = 'primary';
+      continue;
+    }
+    if (state === 'primary' && FALLBACK.test(raw)) {
+      state = 'between';
+      continue;
+    }
+    if (state === 'between') {
+      if (ADDITIONAL_BLOCK.test(raw)) state = 'additional';
+      continue;
+    }
+    if (state === 'additional' && BLOCK_END.test(raw)) {
+      state = 'done';
+      continue;
+    }
+    // The last line of a file ending with a newline is no line.
+    if (index === lines.length - 1 && raw === '') break;
+    const line = jumpCount(stripType(raw));
+    let found = false;
+    while (!found && modules.length > 0) {
+      const module = modules.shift();
+      found = module !== undefined && line.startsWith(module);
+    }
+    if (!found) {
+      return `${file} line ${index + 1} ("${raw.trim()}"), inside the block pam-auth-update manages, is not what it wrote (see /var/lib/pam/${type}): ${remedy}`;
+    }
+  }
+  if (state === 'before' || state === 'primary' || state === 'between') {
+    return `${file} lacks the markers of the block pam-auth-update manages: ${remedy}`;
+  }
+  return undefined;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -155,9 +289,68 @@ async function sshdFiles(machine: Machine): Promise<{ file: string; text: string
   return files;
 }
 
-/** The sshd settings that let the extension install but make Entra ID login fail later. */
+/**
+ * The warning checks, each with its result. They read files only: the OpenSSH server's version
+ * comes from the package query the installer already made (`installed`: name → version), not
+ * from running sshd, so a converged enable stays one process.
+ */
+export async function warningChecks(
+  machine: Machine,
+  installed: ReadonlyMap<string, string>,
+): Promise<WarningResult[]> {
+  const sshd = await sshdFiles(machine);
+  const groups = sshd.flatMap(({ file, text }) => sshdWarnings(file, text));
+  const commands = sshd.flatMap(({ file, text }) => authorizedKeysCommandWarnings(file, text));
+  const opensshPackage = OPENSSH_PACKAGES.find((name) => installed.has(name));
+  const opensshVersion = opensshPackage ? installed.get(opensshPackage) : undefined;
+  const openssh = opensshVersion ? opensshWarning(opensshVersion) : undefined;
+  const pam: string[] = [];
+  // pam-auth-update's profiles (libpam-runtime): Debian and Ubuntu, where it writes common-*.
+  const managed = (await machine.listDirectory('/usr/share/pam-configs')).length > 0;
+  if (managed) {
+    for (const type of PAM_AUTH_UPDATE_TYPES) {
+      const read = async (file: string) => (await machine.readFile(file))?.toString('utf8');
+      const change = pamLocalChange(
+        type,
+        await read(`/etc/pam.d/common-${type}`),
+        await read(`/var/lib/pam/${type}`),
+      );
+      if (change) pam.push(change);
+    }
+  }
+  const files = sshd.map(({ file }) => file).join(', ');
+  return [
+    {
+      name: 'SshdGroups',
+      warnings: groups,
+      fine: `No AllowGroups or DenyGroups outside a Match block in ${files}.`,
+    },
+    {
+      name: 'AuthorizedKeysCommand',
+      warnings: commands,
+      fine: `No AuthorizedKeysCommand other than aadsshlogin's in ${files}.`,
+    },
+    {
+      name: 'OpenSshVersion',
+      warnings: openssh ? [`${opensshPackage} ${opensshVersion} is installed. ${openssh}`] : [],
+      fine: opensshVersion
+        ? `The OpenSSH server is ${opensshVersion} (7.8 or later).`
+        : `No OpenSSH server package (${OPENSSH_PACKAGES.join(', ')}) is installed.`,
+    },
+    {
+      name: 'PamLocalChanges',
+      warnings: pam,
+      fine: managed
+        ? 'pam-auth-update manages /etc/pam.d/common-* without local changes in its blocks.'
+        : 'No /usr/share/pam-configs: pam-auth-update does not manage PAM here.',
+    },
+  ];
+}
+
+/** The warnings about sshd_config and its drop-in files at once (the diagnose command's sshd item). */
 export async function sshWarnings(machine: Machine): Promise<string[]> {
-  const warnings: string[] = [];
-  for (const { file, text } of await sshdFiles(machine)) warnings.push(...sshdWarnings(file, text));
-  return warnings;
+  return (await sshdFiles(machine)).flatMap(({ file, text }) => [
+    ...sshdWarnings(file, text),
+    ...authorizedKeysCommandWarnings(file, text),
+  ]);
 }

@@ -69,9 +69,12 @@ export function commandEvents(record: CommandRecord): AgentEvent[] {
     OperationId: operationId,
   });
   const room = MAX_EVENTS_PER_COMMAND - 2;
-  // The last steps are kept: a failing command's failing step is its last.
-  const steps = record.steps.slice(-room);
-  const leftOut = record.steps.length - steps.length;
+  // Steps that did not run (`transitioning`) are not sent; errors and warnings always are, and the
+  // steps that succeeded fill the room left, first ones first. Order is kept.
+  const ran = record.steps.filter((step) => step.status !== 'transitioning');
+  let spare = room - ran.filter((step) => step.status !== 'success').length;
+  const steps = ran.filter((step) => step.status !== 'success' || spare-- > 0).slice(-room);
+  const leftOut = ran.length - steps.length;
   const durationMs = record.endedAt.getTime() - record.startedAt.getTime();
   return [
     event(
@@ -90,7 +93,7 @@ export function commandEvents(record: CommandRecord): AgentEvent[] {
       record.endedAt,
       level(record.status),
       `${record.task} ended: status ${record.status}, exit code ${record.exitCode}, duration ${durationMs} ms` +
-        `${leftOut > 0 ? `, ${leftOut} earlier steps not sent` : ''}. ${record.message}`,
+        `${leftOut > 0 ? `, ${leftOut} successful steps not sent` : ''}. ${record.message}`,
     ),
   ];
 }

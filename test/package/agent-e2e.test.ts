@@ -12,6 +12,8 @@
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
+import { CHECKS } from '../../src/linux/checks/index.js';
+import { CONVERGE_STEPS } from '../../src/linux/installer.js';
 import {
   buildCopyWithVersion,
   extensionVersionOf,
@@ -110,15 +112,7 @@ function assertEnabled(blob: UploadedStatus, handlerVersion: string, seq: number
   assert.equal(status.operation, 'Enable');
   assert.deepEqual(
     (status.substatus ?? []).map((entry) => [entry.name, entry.status]),
-    [
-      ['OperatingSystem', 'success'],
-      ['Memory', 'success'],
-      ['LegacyExtension', 'success'],
-      ['ManagedIdentity', 'success'],
-      ['Repository', 'success'],
-      ['Packages', 'success'],
-      ['Registrations', 'success'],
-    ],
+    [...CHECKS, ...CONVERGE_STEPS].map((name) => [name, 'success']),
   );
 }
 

@@ -74,8 +74,10 @@ describe('extension events of the Linux zip', () => {
           `^${command.task} ended: status ${command.status}, exit code ${command.exitCode}, duration \\d+ ms\\.`,
         ),
       );
-      assert.equal(messages.length, command.steps.length + 2, messages.join('\n'));
-      for (const [step, expected] of command.steps.entries()) {
+      // The steps that ran, at most 8: the others are counted in the end event.
+      const ran = command.steps.filter((step) => !step.includes(': transitioning '));
+      assert.equal(messages.length, Math.min(ran.length, 8) + 2, messages.join('\n'));
+      for (const [step, expected] of ran.slice(0, 8).entries()) {
         assert.ok(messages[step + 1]?.startsWith(expected), `${messages[step + 1]} ≠ ${expected}…`);
       }
       for (const event of file.sent) {

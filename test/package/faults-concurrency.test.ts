@@ -230,9 +230,9 @@ describe('AADSSHLoginForLinux commands at the same moment on one VM', () => {
       const status = await handler.agentStatus(0);
       assert.equal(status.status, 'success');
       assert.equal(status.operation, 'Enable');
-      assert.match(status.message, /already installed and registered; nothing changed/);
-      assert.ok(runs.some((run) => /aadsshlogin installed and registered/.test(run.stdout)));
-      assert.ok(runs.some((run) => /nothing changed/.test(run.stdout)));
+      assert.match(status.message, /is installed and registered; nothing needed changing/);
+      assert.ok(runs.some((run) => /aadsshlogin was installed and is registered/.test(run.stdout)));
+      assert.ok(runs.some((run) => /nothing needed changing/.test(run.stdout)));
 
       // The VM: installed exactly once, one source file, one keyring, nothing half-done.
       assert.deepEqual(await dpkgActions(vm, 'aadsshlogin'), ['install']);
@@ -336,7 +336,7 @@ describe('AADSSHLoginForLinux commands at the same moment on one VM', () => {
         const status = await fresh.agentStatus(1);
         assert.equal(status.operation, 'Enable');
         assert.equal(status.status, 'success');
-        assert.match(status.message, /already installed and registered; nothing changed/);
+        assert.match(status.message, /is installed and registered; nothing needed changing/);
 
         // Nothing the new version needs was removed, at any point.
         assert.deepEqual(await dpkgActions(vm, 'aadsshlogin'), ['install']);

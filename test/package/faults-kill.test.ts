@@ -370,7 +370,7 @@ describe('AADSSHLoginForLinux SIGKILLed at every phase on Debian 12 (apt, dpkg)'
         );
         const enable = await handler.run('enable', { seq: 0 });
         await assertSuccess(handler, enable);
-        assert.match((await handler.agentStatus(0)).message, /nothing changed/);
+        assert.match((await handler.agentStatus(0)).message, /nothing needed changing/);
       },
     );
   });
@@ -514,7 +514,7 @@ describe('AADSSHLoginForLinux SIGKILLed at every phase on Debian 12 (apt, dpkg)'
       await assertSuccess(handler, again);
       await assertInstalledOnDebian(vm, filesBefore, ['aadsshlogin-selinux']);
       const registrations = (await handler.agentStatus(0)).substatus.find(
-        (entry) => entry.name === 'Registrations',
+        (entry) => entry.name === 'SelinuxRegistration',
       );
       assert.match(registrations?.message ?? '', /aad_permissions/);
     });

@@ -188,8 +188,8 @@ describe('AADSSHLoginForLinux packages on Debian 12 (apt, dpkg)', () => {
         'OperatingSystem',
         'ManagedIdentity',
         'Repository',
-        'Packages',
-        'Registrations',
+        'Install',
+        'SshdRegistration',
       ]) {
         assert.ok(
           status.substatus.some((entry) => entry.name === name),
@@ -212,7 +212,7 @@ describe('AADSSHLoginForLinux packages on Debian 12 (apt, dpkg)', () => {
       );
       assert.equal((await vm.server.requests()).length, requestsBefore, 'no repository traffic');
       assert.equal(await vm.root.readFile('/var/log/dpkg.log'), dpkgLog, 'dpkg did nothing');
-      assert.match((await statusOf(handler)).message, /nothing changed/);
+      assert.match((await statusOf(handler)).message, /nothing needed changing/);
     });
   });
 
@@ -238,7 +238,7 @@ describe('AADSSHLoginForLinux packages on Debian 12 (apt, dpkg)', () => {
       );
       assert.match(install ?? '', /aadsshlogin-selinux aadsshlogin$/);
       assert.match(
-        (await statusOf(handler)).substatus.find((entry) => entry.name === 'Registrations')
+        (await statusOf(handler)).substatus.find((entry) => entry.name === 'SelinuxRegistration')
           ?.formattedMessage.message ?? '',
         /aad_permissions/,
       );

@@ -283,9 +283,11 @@ function registrationsOf(pkg: StandInPackage, format: 'deb' | 'rpm'): Registrati
   };
 }
 
-function checkPackage(pkg: StandInPackage): void {
+function checkPackage(pkg: StandInPackage, format: 'deb' | 'rpm'): void {
   if (!/^[a-z0-9][a-z0-9+.-]+$/.test(pkg.name)) throw new Error(`bad package name: ${pkg.name}`);
-  if (!/^[0-9][0-9A-Za-z.+~]*$/.test(pkg.version)) throw new Error(`bad version: ${pkg.version}`);
+  // A .deb's version may start with an epoch ("2:7.4p1"); an rpm's Version field may not.
+  const version = format === 'deb' ? pkg.version.replace(/^\d+:/, '') : pkg.version;
+  if (!/^[0-9][0-9A-Za-z.+~]*$/.test(version)) throw new Error(`bad version: ${pkg.version}`);
   for (const file of [pkg.pamFile, pkg.installGate, pkg.removeGate]) {
     if (file !== undefined && !/^\/[A-Za-z0-9/._-]+$/.test(file)) {
       throw new Error(`bad path: ${file}`);
@@ -535,7 +537,7 @@ function memo(key: string, make: () => Promise<string>): Promise<string> {
  * The returned file is shared: copy it, do not change it.
  */
 export function buildDeb(pkg: StandInPackage): Promise<string> {
-  checkPackage(pkg);
+  checkPackage(pkg, 'deb');
   const reg = registrationsOf(pkg, 'deb');
   return memo(`deb ${JSON.stringify([pkg.name, pkg.version, reg])}`, async () => {
     const work = await fs.mkdtemp(path.join(await scratch(), 'deb-'));
@@ -607,7 +609,7 @@ export async function rpmToolEnv(): Promise<Record<string, string>> {
  * process with `rpmbuild -bb`. Shared: copy it before signing it.
  */
 export function buildRpm(pkg: StandInPackage): Promise<string> {
-  checkPackage(pkg);
+  checkPackage(pkg, 'rpm');
   const reg = registrationsOf(pkg, 'rpm');
   return memo(`rpm ${JSON.stringify([pkg.name, pkg.version, reg])}`, async () => {
     const work = await fs.mkdtemp(path.join(await scratch(), 'rpm-'));

@@ -21,11 +21,13 @@ import { apt } from '../../src/linux/package-managers/apt.js';
 import { parseRpmQuery } from '../../src/linux/package-managers/rpm-family.js';
 import { planInstall } from '../../src/linux/plan.js';
 import {
+  authorizedKeysCommandWarnings,
   checkNsswitch,
   checkPam,
   checkSelinux,
   checkSshd,
   opensshWarning,
+  pamLocalChange,
   sshdWarnings,
 } from '../../src/linux/registrations.js';
 import { fetchTrustedKeys } from '../../src/linux/repository-fetch.js';
@@ -1196,8 +1198,13 @@ describe('files the packages register in', () => {
         for (const warning of sshdWarnings('/etc/ssh/sshd_config', first)) {
           assertReadable(warning, 'warning');
         }
+        for (const warning of authorizedKeysCommandWarnings('/etc/ssh/sshd_config', first)) {
+          assertReadable(warning, 'warning');
+        }
         const openssh = opensshWarning(first);
         if (openssh) assertReadable(openssh, 'openssh');
+        const pam = pamLocalChange('auth', first, second);
+        if (pam) assertReadable(pam, 'pam');
       }),
       runs(500),
     );

@@ -61,17 +61,28 @@ describe('the events of one command', () => {
     assert.equal(events[0]?.Timestamp, '2026-01-02T03:04:05.000Z');
   });
 
-  test('are capped in number (the last steps kept) and in message length', () => {
+  test('are capped in number (errors and warnings kept, steps not run left out) and in message length', () => {
     const steps = Array.from({ length: 20 }, (_, i) => ({
       name: `Step${i}`,
-      status: 'success' as const,
-      code: 0,
+      status:
+        i === 5 ? ('error' as const) : i > 5 ? ('transitioning' as const) : ('success' as const),
+      code: i === 5 ? 27 : 0,
       message: 'x'.repeat(5000),
     }));
-    const events = commandEvents(record({ steps, status: 'error', exitCode: 51 }));
+    steps.unshift(
+      ...Array.from({ length: 6 }, (_, i) => ({
+        name: `Check${i}`,
+        status: 'success' as const,
+        code: 0,
+        message: 'ok',
+      })),
+    );
+    const events = commandEvents(record({ steps, status: 'error', exitCode: 27 }));
     assert.equal(events.length, MAX_EVENTS_PER_COMMAND);
-    assert.match(events[1]?.Message ?? '', /^Step Step12:/);
-    assert.match(events.at(-1)?.Message ?? '', /exit code 51, .*12 earlier steps not sent/);
+    assert.match(events[1]?.Message ?? '', /^Step Check0: success/);
+    assert.match(events.at(-2)?.Message ?? '', /^Step Step5: error \(code 27\)/);
+    assert.ok(!events.some((event) => /transitioning/.test(event.Message)), 'no step not run');
+    assert.match(events.at(-1)?.Message ?? '', /exit code 27, .*4 successful steps not sent/);
     assert.equal(events.at(-1)?.EventLevel, 'Error');
     for (const event of events) assert.ok(event.Message.length <= MAX_EVENT_MESSAGE_CHARS);
   });

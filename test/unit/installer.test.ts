@@ -7,6 +7,7 @@ import { emptyState, type HandlerState } from '../../src/lifecycle/state.js';
 import { parseOsRelease } from '../../src/linux/checks/os-release.js';
 import { describeRun } from '../../src/linux/dry-run.js';
 import {
+  CONVERGE_STEPS,
   converge,
   type InstallJob,
   prepareRun,
@@ -278,7 +279,12 @@ describe('converge on Debian (apt)', () => {
       [KEY_FILE.apt, LIST],
     );
     assert.deepEqual(run.state().journal, []);
-    assert.ok(result.steps.some((step) => step.name === 'Registrations'));
+    assert.deepEqual(
+      result.steps.map((step) => [step.name, step.status]),
+      CONVERGE_STEPS.map((name) => [name, 'success']),
+      'one entry per step, in order, each succeeded',
+    );
+    assert.match(result.summary, /^aadsshlogin was installed and is registered\.$/);
     assert.ok(run.log.lines.some((line) => line.message.startsWith('Plan: ')));
   });
 
@@ -294,7 +300,18 @@ describe('converge on Debian (apt)', () => {
       ['dpkg-query'],
     );
     assert.deepEqual(vm.fetched, []);
-    assert.match(result.summary, /nothing changed/);
+    assert.equal(
+      result.summary,
+      'aadsshlogin is installed and registered; nothing needed changing.',
+    );
+    assert.deepEqual(
+      result.steps.map((step) => step.name),
+      [...CONVERGE_STEPS],
+    );
+    assert.match(
+      result.steps.find((step) => step.name === 'Install')?.message ?? '',
+      /^Nothing to install/,
+    );
   });
 
   test('a key with another fingerprint: 27, nothing written, nothing installed', async () => {

@@ -254,8 +254,6 @@ describe('the checks, in order', () => {
         [
           ['OperatingSystem', 'success', 0],
           ['Memory', 'error', 24],
-          ['LegacyExtension', 'warning', 0],
-          ['ManagedIdentity', 'warning', 0],
         ],
       );
       return true;

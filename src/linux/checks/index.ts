@@ -39,7 +39,8 @@ export interface CheckResults {
  * The four checks, in the contract's order, before anything on the VM changes: operating system
  * (51), memory (24), AADLoginForLinux remnants (23), system-assigned identity (22, or 25 when IMDS
  * cannot tell). Each adds one step (a substatus entry) and one log line with its duration; the
- * first failing one stops the rest and is thrown with the steps so far. `identity: false` skips
+ * first failing one stops the rest and is thrown with the steps so far (the caller, which knows
+ * every step of its command, marks the others as not run). `identity: false` skips
  * the only expensive one (a converged `enable`).
  */
 export async function runChecks(
@@ -64,13 +65,7 @@ export async function runChecks(
         code: failure.code,
         durationMs: system.clock.now().getTime() - started,
       });
-      const notRun = CHECKS.slice(CHECKS.indexOf(name) + 1).map((later) => ({
-        name: later,
-        status: 'warning' as const,
-        code: 0,
-        message: `Not checked: the ${name} check failed first.`,
-      }));
-      throw failure.with({ steps: [...steps, ...notRun] });
+      throw failure.with({ steps: [...steps] });
     }
   };
 
