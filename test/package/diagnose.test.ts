@@ -195,7 +195,7 @@ describe('diagnose on an installed Debian 12 VM', () => {
       const report = await diagnoseJson(vm, handler);
       const sshd = item(report, 'sshd-settings');
       assert.equal(sshd.verdict, 'warning');
-      assert.match(sshd.detail, /sshd_config sets AllowGroups outside a Match block/);
+      assert.match(sshd.detail, /sshd_config line 1 sets AllowGroups outside a Match block/);
       assert.ok(sshd.remedy);
       assert.equal(report.exitCode, 0);
       const text = await diagnose(vm, handler);
