@@ -25,7 +25,7 @@ import {
   stopChild,
 } from './agent-driver.js';
 import { buildDeb } from './repos.js';
-import { type LinuxVm, linuxVm, withLinuxVm } from './vm.js';
+import { type LinuxVm, linuxVm, unpackHandler, withLinuxVm } from './vm.js';
 import { IDENTITY_NOT_FOUND, TOKEN_PATH } from './world.js';
 
 const version = extensionVersionOf();
@@ -38,10 +38,9 @@ before(async () => {
 /** The cloud endpoints diagnose connects to (AzurePublicCloud: the mock IMDS names no cloud). */
 const ENDPOINTS = ['login.microsoftonline.com', 'pas.windows.net'];
 
-async function handlerIn(vm: LinuxVm): Promise<HandlerInstance> {
-  const handler = await vm.sandbox.unpack(zip, version);
-  await handler.writeSettings(0, { publicSettings: vm.publicSettings });
-  return handler;
+/** Unpacks the zip into the VM's agent folder with settings for sequence number 0. */
+function handlerIn(vm: LinuxVm): Promise<HandlerInstance> {
+  return unpackHandler(vm, zip, version);
 }
 
 /** Runs the documented command line inside the VM, as root with the agent's PATH. */

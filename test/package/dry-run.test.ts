@@ -19,7 +19,8 @@ import {
   LINUX_HANDLER_NAME,
   requireZip,
 } from './agent-driver.js';
-import { type LinuxVm, withLinuxVm } from './vm.js';
+import { type LinuxVm, unpackHandler, withLinuxVm } from './vm.js';
+import { KEYRING, LIST, RPM_KEY, ZYPP_REPO } from './vm-files.js';
 
 const version = extensionVersionOf();
 let zip = '';
@@ -28,18 +29,12 @@ before(async () => {
   zip = await requireZip(LINUX_HANDLER_NAME);
 });
 
-const LIST = '/etc/apt/sources.list.d/microsoft-prod.list';
-const KEYRING = '/usr/share/keyrings/aadsshlogin-microsoft-prod.gpg';
-const ZYPP_REPO = '/etc/zypp/repos.d/microsoft-prod.repo';
-const RPM_KEY = '/etc/pki/rpm-gpg/aadsshlogin-microsoft-prod.asc';
-
-async function handlerIn(
+/** Unpacks the zip into the VM's agent folder with settings for sequence number 0. */
+function handlerIn(
   vm: LinuxVm,
   publicSettings: Record<string, unknown> = vm.publicSettings,
 ): Promise<HandlerInstance> {
-  const handler = await vm.sandbox.unpack(zip, version);
-  await handler.writeSettings(0, { publicSettings });
-  return handler;
+  return unpackHandler(vm, zip, version, publicSettings);
 }
 
 function dryRun(handler: HandlerInstance, operation: 'install' | 'enable'): Promise<CommandRun> {

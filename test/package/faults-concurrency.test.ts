@@ -36,6 +36,7 @@ import {
 } from './agent-driver.js';
 import { NEW_VERSION } from './repos.js';
 import { type LinuxVm, withLinuxVm } from './vm.js';
+import { KEYRING } from './vm-files.js';
 import { imdsToken, slow, TOKEN_PATH } from './world.js';
 
 /** The old version: this checkout. */
@@ -64,7 +65,6 @@ after(async () => {
 });
 
 const SOURCE_FILE = '/etc/apt/sources.list.d/microsoft-prod.list';
-const KEYRING = '/usr/share/keyrings/aadsshlogin-microsoft-prod.gpg';
 const WAITING = 'Waiting for another command of this extension to finish';
 /** The handler's own deadline for enable (src/lifecycle/operations.ts): 300 s less 10 %. */
 const ENABLE_DEADLINE_MS = 270_000;

@@ -29,6 +29,7 @@ import {
   runTool,
 } from './agent-driver.js';
 import { type LinuxVm, linuxVm } from './vm.js';
+import { KEYRING, LIST } from './vm-files.js';
 import { azureVm, resolveInRoot, TOKEN_PATH, type World } from './world.js';
 
 const version = extensionVersionOf();
@@ -137,9 +138,6 @@ async function withFullDisk<T>(
 // ---------------------------------------------------------------------------------------------
 // What the tests look at
 // ---------------------------------------------------------------------------------------------
-
-const LIST = '/etc/apt/sources.list.d/microsoft-prod.list';
-const KEYRING = '/usr/share/keyrings/aadsshlogin-microsoft-prod.gpg';
 
 /** The VM files the package lifecycle may touch, to compare before and after a failure. */
 async function snapshot(vm: LinuxVm): Promise<Record<string, string | undefined>> {

@@ -34,6 +34,7 @@ import {
   type ValidStatus,
 } from './agent-driver.js';
 import { type LinuxVm, withLinuxVm } from './vm.js';
+import { LIST } from './vm-files.js';
 import {
   AZ_ENVIRONMENT_PATH,
   fakeAccessToken,
@@ -52,7 +53,6 @@ import {
 } from './world.js';
 
 const CHECKS = ['OperatingSystem', 'Memory', 'LegacyExtension', 'ManagedIdentity'] as const;
-const LIST = '/etc/apt/sources.list.d/microsoft-prod.list';
 const IMDS_REMEDY = failureKinds.imdsUnreachable.remedy;
 /** Timestamps are whole milliseconds and timers may fire a millisecond early. */
 const CLOCK_SLACK_MS = 25;

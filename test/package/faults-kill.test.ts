@@ -29,7 +29,8 @@ import {
   requireZip,
 } from './agent-driver.js';
 import { buildDeb, NEW_VERSION, type StandInPackage } from './repos.js';
-import { type LinuxVm, withLinuxVm } from './vm.js';
+import { type LinuxVm, unpackHandler, withLinuxVm } from './vm.js';
+import { KEYRING, LIST, RPM_KEY, YUM_REPO } from './vm-files.js';
 
 const version = extensionVersionOf();
 let zip = '';
@@ -38,20 +39,14 @@ before(async () => {
   zip = await requireZip(LINUX_HANDLER_NAME);
 });
 
-const LIST = '/etc/apt/sources.list.d/microsoft-prod.list';
-const KEYRING = '/usr/share/keyrings/aadsshlogin-microsoft-prod.gpg';
-const YUM_REPO = '/etc/yum.repos.d/microsoft-prod.repo';
-const RPM_KEY = '/etc/pki/rpm-gpg/aadsshlogin-microsoft-prod.asc';
 /** Gate files in the VM (see StandInPackage.installGate): `<gate>.reached` says "waiting". */
 const INSTALL_GATE = '/tmp/aad-test-install-gate';
 const REMOVE_GATE = '/tmp/aad-test-remove-gate';
 const SEMODULE_GATE = '/tmp/aad-test-semodule-gate';
 
-/** Unpacks the zip into the VM's agent folder with the VM's settings for sequence number 0. */
-async function handlerIn(vm: LinuxVm): Promise<HandlerInstance> {
-  const handler = await vm.sandbox.unpack(zip, version);
-  await handler.writeSettings(0, { publicSettings: vm.publicSettings });
-  return handler;
+/** Unpacks the zip into the VM's agent folder with settings for sequence number 0. */
+function handlerIn(vm: LinuxVm): Promise<HandlerInstance> {
+  return unpackHandler(vm, zip, version);
 }
 
 /**

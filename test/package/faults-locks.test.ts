@@ -34,7 +34,8 @@ import {
   stopChild,
 } from './agent-driver.js';
 import { NEW_VERSION, rpmToolEnv } from './repos.js';
-import { type LinuxVm, withLinuxVm } from './vm.js';
+import { type LinuxVm, unpackHandler, withLinuxVm } from './vm.js';
+import { RPM_KEY, YUM_REPO, ZYPP_REPO } from './vm-files.js';
 
 const version = extensionVersionOf();
 let zip = '';
@@ -45,9 +46,6 @@ before(async () => {
   slowRpm = await buildSlowRpm();
 });
 
-const YUM_REPO = '/etc/yum.repos.d/microsoft-prod.repo';
-const ZYPP_REPO = '/etc/zypp/repos.d/microsoft-prod.repo';
-const RPM_KEY = '/etc/pki/rpm-gpg/aadsshlogin-microsoft-prod.asc';
 /** The handler's own deadline for enable (src/lifecycle/operations.ts): 300 s less 10 %. */
 const ENABLE_DEADLINE_MS = 270_000;
 
@@ -178,10 +176,9 @@ async function zypperShell(vm: LinuxVm): Promise<Holder> {
   );
 }
 
-async function handlerIn(vm: LinuxVm): Promise<HandlerInstance> {
-  const handler = await vm.sandbox.unpack(zip, version);
-  await handler.writeSettings(0, { publicSettings: vm.publicSettings });
-  return handler;
+/** Unpacks the zip into the VM's agent folder with settings for sequence number 0. */
+function handlerIn(vm: LinuxVm): Promise<HandlerInstance> {
+  return unpackHandler(vm, zip, version);
 }
 
 async function linesOf(vm: LinuxVm, operation: string): Promise<LogLine[]> {

@@ -25,7 +25,8 @@ import {
 } from './agent-driver.js';
 import { describeSimulation, runMirrorSimulation } from './mirror-simulation.js';
 import { NEW_VERSION, type RepoRequest, testSigningKey } from './repos.js';
-import { type LinuxVm, withLinuxVm } from './vm.js';
+import { type LinuxVm, unpackHandler, withLinuxVm } from './vm.js';
+import { KEYRING, LIST, RPM_KEY, YUM_REPO } from './vm-files.js';
 
 const version = extensionVersionOf();
 let zip = '';
@@ -34,18 +35,13 @@ before(async () => {
   zip = await requireZip(LINUX_HANDLER_NAME);
 });
 
-const LIST = '/etc/apt/sources.list.d/microsoft-prod.list';
-const KEYRING = '/usr/share/keyrings/aadsshlogin-microsoft-prod.gpg';
-const YUM_REPO = '/etc/yum.repos.d/microsoft-prod.repo';
-const RPM_KEY = '/etc/pki/rpm-gpg/aadsshlogin-microsoft-prod.asc';
 const KEY_PATH = '/keys/microsoft.asc';
 const APT_REPO = '/repos/microsoft-debian-bookworm-prod';
 const DEB_PATH = `${APT_REPO}/pool/main/a/aadsshlogin/aadsshlogin_${NEW_VERSION}_all.deb`;
 
-async function handlerIn(vm: LinuxVm): Promise<HandlerInstance> {
-  const handler = await vm.sandbox.unpack(zip, version);
-  await handler.writeSettings(0, { publicSettings: vm.publicSettings });
-  return handler;
+/** Unpacks the zip into the VM's agent folder with settings for sequence number 0. */
+function handlerIn(vm: LinuxVm): Promise<HandlerInstance> {
+  return unpackHandler(vm, zip, version);
 }
 
 /** The version of aadsshlogin installed in the VM (its own dpkg or rpm database), if any. */

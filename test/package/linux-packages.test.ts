@@ -24,7 +24,8 @@ import {
   stopChild,
 } from './agent-driver.js';
 import { buildDeb, dearmored, NEW_VERSION, OLD_VERSION } from './repos.js';
-import { type LinuxVm, type LinuxVmOptions, withLinuxVm } from './vm.js';
+import { type LinuxVm, type LinuxVmOptions, unpackHandler, withLinuxVm } from './vm.js';
+import { KEYRING, LIST, RPM_KEY, YUM_REPO, ZYPP_REPO } from './vm-files.js';
 
 const version = extensionVersionOf();
 let zip = '';
@@ -33,20 +34,12 @@ before(async () => {
   zip = await requireZip(LINUX_HANDLER_NAME);
 });
 
-const LIST = '/etc/apt/sources.list.d/microsoft-prod.list';
-const KEYRING = '/usr/share/keyrings/aadsshlogin-microsoft-prod.gpg';
-const YUM_REPO = '/etc/yum.repos.d/microsoft-prod.repo';
-const ZYPP_REPO = '/etc/zypp/repos.d/microsoft-prod.repo';
-const RPM_KEY = '/etc/pki/rpm-gpg/aadsshlogin-microsoft-prod.asc';
-
 /** Unpacks the zip into the VM's agent folder with settings for sequence number 0. */
-async function handlerIn(
+function handlerIn(
   vm: LinuxVm,
   publicSettings: Record<string, unknown> = vm.publicSettings,
 ): Promise<HandlerInstance> {
-  const handler = await vm.sandbox.unpack(zip, version);
-  await handler.writeSettings(0, { publicSettings });
-  return handler;
+  return unpackHandler(vm, zip, version, publicSettings);
 }
 
 /** `name → version` of the packages installed in the VM, from its own package database. */

@@ -22,7 +22,7 @@ import {
   type ValidStatus,
 } from './agent-driver.js';
 import { buildDeb } from './repos.js';
-import { type LinuxVm, withLinuxVm } from './vm.js';
+import { type LinuxVm, unpackHandler, withLinuxVm } from './vm.js';
 
 const version = extensionVersionOf();
 let zip = '';
@@ -38,13 +38,12 @@ const WARNINGS = ['SshdGroups', 'AuthorizedKeysCommand', 'OpenSshVersion', 'PamL
 const README = new URL('../../README.md', import.meta.url);
 const EXAMPLES_SECTION = '## Status examples';
 
-async function handlerIn(
+/** Unpacks the zip into the VM's agent folder with settings for sequence number 0. */
+function handlerIn(
   vm: LinuxVm,
   publicSettings: Record<string, unknown> = vm.publicSettings,
 ): Promise<HandlerInstance> {
-  const handler = await vm.sandbox.unpack(zip, version);
-  await handler.writeSettings(0, { publicSettings });
-  return handler;
+  return unpackHandler(vm, zip, version, publicSettings);
 }
 
 function entries(status: ValidStatus): [string | null, string, number][] {

@@ -25,7 +25,7 @@
  * Nothing here changes `process.env` or the working directory.
  */
 import { osReleaseFixture } from '../fixtures.js';
-import { AgentSandbox } from './agent-driver.js';
+import { AgentSandbox, type HandlerInstance } from './agent-driver.js';
 import {
   type PmcRepository,
   type PmcRepositoryOptions,
@@ -179,4 +179,16 @@ export async function withLinuxVm<T>(
   } finally {
     await vm.close();
   }
+}
+
+/** Unpacks a built zip into the VM's agent folder with `publicSettings` for sequence number 0. */
+export async function unpackHandler(
+  vm: LinuxVm,
+  zip: string,
+  version: string,
+  publicSettings: Record<string, unknown> = vm.publicSettings,
+): Promise<HandlerInstance> {
+  const handler = await vm.sandbox.unpack(zip, version);
+  await handler.writeSettings(0, { publicSettings });
+  return handler;
 }
