@@ -144,6 +144,20 @@ export async function buildCopyWithVersion(npmVersion: string): Promise<string> 
   return copy;
 }
 
+/** A newer version of the Linux handler built from this checkout (see {@link buildNextVersion}). */
+export interface NextBuild {
+  version: string;
+  zip: string;
+  /** The copy it was built in; the caller removes it. */
+  copy: string;
+}
+
+/** The Linux handler of this checkout built again with the next revision, for update scenarios. */
+export async function buildNextVersion(): Promise<NextBuild> {
+  const copy = await buildCopyWithVersion(nextRevision(npmVersionOf()));
+  return { copy, version: extensionVersionOf(copy), zip: zipPathOf(LINUX_HANDLER_NAME, copy) };
+}
+
 /** The next build revision of an npm version: 1.0.0 -> 1.0.0+1, 1.0.0+4 -> 1.0.0+5. */
 export function nextRevision(npmVersion: string): string {
   const [base, revision] = npmVersion.split('+');

@@ -15,13 +15,11 @@ import { after, before, describe, test } from 'node:test';
 import { CHECKS } from '../../src/linux/checks/index.js';
 import { CONVERGE_STEPS } from '../../src/linux/installer.js';
 import {
-  buildCopyWithVersion,
+  buildNextVersion,
   extensionVersionOf,
   LINUX_HANDLER_NAME,
-  nextRevision,
-  npmVersionOf,
+  type NextBuild,
   requireZip,
-  zipPathOf,
 } from './agent-driver.js';
 import {
   type AgentCode,
@@ -54,15 +52,11 @@ let zip = '';
  * 20 s) starts with the file and runs while the first scenarios do; the update scenarios wait
  * for it.
  */
-let next: Promise<{ version: string; zip: string; copy: string }>;
+let next: Promise<NextBuild>;
 
 before(async () => {
   zip = await requireZip(LINUX_HANDLER_NAME);
-  next = buildCopyWithVersion(nextRevision(npmVersionOf())).then((copy) => ({
-    copy,
-    version: extensionVersionOf(copy),
-    zip: zipPathOf(LINUX_HANDLER_NAME, copy),
-  }));
+  next = buildNextVersion();
   // Awaited by the scenarios that need it; a failure is theirs, not an unhandled rejection.
   next.catch(() => undefined);
 });

@@ -23,16 +23,14 @@ import { after, before, describe, test } from 'node:test';
 import { handlerStateSchema } from '../../src/lifecycle/state.js';
 import {
   assertExit,
-  buildCopyWithVersion,
+  buildNextVersion,
   type CommandRun,
   extensionVersionOf,
   type HandlerInstance,
   LINUX_HANDLER_NAME,
   type LogLine,
-  nextRevision,
-  npmVersionOf,
+  type NextBuild,
   requireZip,
-  zipPathOf,
 } from './agent-driver.js';
 import { NEW_VERSION } from './repos.js';
 import { type LinuxVm, withLinuxVm } from './vm.js';
@@ -47,15 +45,11 @@ let zip = '';
  * The new version: the same code built with the next revision (about 20 s, started with the file
  * and awaited by the update scenario only).
  */
-let next: Promise<{ version: string; zip: string; copy: string }>;
+let next: Promise<NextBuild>;
 
 before(async () => {
   zip = await requireZip(LINUX_HANDLER_NAME);
-  next = buildCopyWithVersion(nextRevision(npmVersionOf())).then((copy) => ({
-    copy,
-    version: extensionVersionOf(copy),
-    zip: zipPathOf(LINUX_HANDLER_NAME, copy),
-  }));
+  next = buildNextVersion();
   next.catch(() => undefined);
 });
 
