@@ -33,6 +33,8 @@ export function findHandlerDir(executable: string, cwd: () => string): string {
  */
 export async function main<Settings>(extension: Extension<Settings>): Promise<never> {
   const verb = process.argv[2];
+  // Bare start-up, for the performance floor (docs/performance.md): nothing else is done.
+  if (verb === '--version') return exit(0, EXTENSION_VERSION);
   const handlerDir = findHandlerDir(process.execPath, () => process.cwd());
   const env = process.env;
   // diagnose only reads: even when it crashes, it writes no status file (see `crash`).

@@ -158,6 +158,16 @@ describe('the Linux zip', () => {
     assert.match(arm64Text ?? '', /^ELF 64-bit LSB .*ARM aarch64/);
   });
 
+  test('the x64 executable prints its version with --version, writing nothing', async () => {
+    const run = await runTool(path.join(handler.dir, EXECUTABLES.x64), ['--version'], {
+      cwd: handler.dir,
+      env: { PATH: AGENT_PATH },
+    });
+    assert.equal(run.exitCode, 0, run.stderr);
+    assert.equal(run.stdout, `${version}\n`);
+    assert.deepEqual(await fs.readdir(handler.statusFolder), []);
+  });
+
   test('on x86-64 the entry script runs the x64 executable: install and enable succeed', async () => {
     await handler.writeSettings(0, { publicSettings: vm.publicSettings });
     for (const operation of ['install', 'enable'] as const) {
