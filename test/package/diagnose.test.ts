@@ -43,16 +43,34 @@ function handlerIn(vm: LinuxVm): Promise<HandlerInstance> {
   return unpackHandler(vm, zip, version);
 }
 
+/**
+ * The test VMs share this machine's process table: a guest agent another test runs is as visible
+ * in the VM's /proc as the VM's own would be. `alone` runs diagnose in a PID namespace of its own
+ * (a fresh /proc showing only itself), for the scenarios where the VM has no running agent.
+ */
+interface DiagnoseOptions {
+  alone?: boolean;
+}
+
 /** Runs the documented command line inside the VM, as root with the agent's PATH. */
-async function diagnose(vm: LinuxVm, handler: HandlerInstance, ...args: string[]) {
-  return vm.world.exec([`${handler.dir}/handler/aadsshlogin-handler.sh`, 'diagnose', ...args], {
-    timeoutMs: 60_000,
-  });
+async function diagnose(
+  vm: LinuxVm,
+  handler: HandlerInstance,
+  args: readonly string[] = [],
+  options: DiagnoseOptions = {},
+) {
+  const command = [`${handler.dir}/handler/aadsshlogin-handler.sh`, 'diagnose', ...args];
+  const isolated = options.alone ? ['unshare', '--pid', '--fork', '--mount-proc'] : [];
+  return vm.world.exec([...isolated, ...command], { timeoutMs: 60_000 });
 }
 
 /** `diagnose --json`, its report validated by the schema, and its exit code the report's. */
-async function diagnoseJson(vm: LinuxVm, handler: HandlerInstance): Promise<Report> {
-  const run = await diagnose(vm, handler, '--json');
+async function diagnoseJson(
+  vm: LinuxVm,
+  handler: HandlerInstance,
+  options: DiagnoseOptions = {},
+): Promise<Report> {
+  const run = await diagnose(vm, handler, ['--json'], options);
   const report = reportSchema.parse(JSON.parse(run.stdout));
   assert.equal(run.exitCode, report.exitCode, run.stderr);
   assert.equal(report.exitCode, report.summary.problem > 0 ? DIAGNOSE_PROBLEMS_EXIT_CODE : 0);
@@ -147,7 +165,7 @@ describe('diagnose on an installed Debian 12 VM', () => {
 
   test('healthy: every item ok, exit 0, in text and JSON; nothing on the VM changed', async () => {
     const before = await snapshot(vm);
-    const report = await diagnoseJson(vm, handler);
+    const report = await diagnoseJson(vm, handler, { alone: true });
     assert.deepEqual(notOk(report), []);
     assert.equal(report.exitCode, 0);
     for (const id of [
@@ -180,7 +198,7 @@ describe('diagnose on an installed Debian 12 VM', () => {
     assert.match(item(report, 'reach:repository').title, new RegExp(vm.server.url));
     assert.match(item(report, 'aadsshlogin').detail, /aadsshlogin \S+ installed/);
 
-    const text = await diagnose(vm, handler);
+    const text = await diagnose(vm, handler, [], { alone: true });
     assert.equal(text.exitCode, 0, text.stderr);
     assert.match(text.stdout, /^\[ok\] +Distribution: Debian GNU\/Linux 12/m);
     assert.match(text.stdout, /0 warnings, 0 problems\. Exit code 0/);
@@ -191,13 +209,13 @@ describe('diagnose on an installed Debian 12 VM', () => {
     const sshdConfig = (await vm.root.readFile('/etc/ssh/sshd_config')) ?? '';
     await vm.root.writeFile('/etc/ssh/sshd_config', `AllowGroups admins\n${sshdConfig}`);
     try {
-      const report = await diagnoseJson(vm, handler);
+      const report = await diagnoseJson(vm, handler, { alone: true });
       const sshd = item(report, 'sshd-settings');
       assert.equal(sshd.verdict, 'warning');
       assert.match(sshd.detail, /sshd_config line 1 sets AllowGroups outside a Match block/);
       assert.ok(sshd.remedy);
       assert.equal(report.exitCode, 0);
-      const text = await diagnose(vm, handler);
+      const text = await diagnose(vm, handler, [], { alone: true });
       assert.match(text.stdout, /^\[WARNING\] +sshd settings: /m);
       assert.match(text.stdout, /^ +Remedy: /m);
     } finally {
@@ -227,7 +245,7 @@ test('no system-assigned identity: the identity item is a problem with its remed
     { kind: 'debian', label: 'diagnose-identity', imds: { [TOKEN_PATH]: [IDENTITY_NOT_FOUND] } },
     async (vm) => {
       const handler = await handlerIn(vm);
-      const report = await diagnoseJson(vm, handler);
+      const report = await diagnoseJson(vm, handler, { alone: true });
       const identity = item(report, 'imds-identity');
       assert.equal(identity.verdict, 'problem');
       assert.match(identity.detail, /Identity not found/);
@@ -240,7 +258,7 @@ test('no system-assigned identity: the identity item is a problem with its remed
         1,
         'one identity request, no waiting',
       );
-      const text = await diagnose(vm, handler);
+      const text = await diagnose(vm, handler, [], { alone: true });
       assert.equal(text.exitCode, DIAGNOSE_PROBLEMS_EXIT_CODE);
       assert.match(text.stdout, /^\[PROBLEM\] +IMDS .*Identity not found/m);
     },
@@ -256,7 +274,7 @@ test("a proxy in the agent's service: reported with its drop-in; the repository 
       `[Service]\nEnvironment="http_proxy=${proxyUrl}" "https_proxy=${proxyUrl}"\n`,
     );
     const handler = await handlerIn(vm);
-    const report = await diagnoseJson(vm, handler);
+    const report = await diagnoseJson(vm, handler, { alone: true });
     const proxy = item(report, 'proxy');
     assert.equal(proxy.verdict, 'warning', 'no_proxy does not cover IMDS');
     assert.match(proxy.detail, new RegExp(`https_proxy=${proxyUrl}`));
@@ -298,7 +316,7 @@ test('SELinux policy present: aadsshlogin-selinux installed and its module regis
     );
     const handler = await handlerIn(vm);
     assertExit(await handler.run('install', { seq: 0 }), 0);
-    const report = await diagnoseJson(vm, handler);
+    const report = await diagnoseJson(vm, handler, { alone: true });
     assert.match(item(report, 'aadsshlogin').detail, /and aadsshlogin-selinux \S+ installed/);
     const selinux = item(report, 'registration:selinux');
     assert.equal(selinux.verdict, 'ok');
