@@ -60,7 +60,9 @@ async function diagnose(
   options: DiagnoseOptions = {},
 ) {
   const command = [`${handler.dir}/handler/aadsshlogin-handler.sh`, 'diagnose', ...args];
-  const isolated = options.alone ? ['unshare', '--pid', '--fork', '--mount-proc'] : [];
+  const isolated = options.alone
+    ? ['unshare', '--pid', '--fork', '--mount-proc', '--propagation', 'unchanged']
+    : [];
   return vm.world.exec([...isolated, ...command], { timeoutMs: 60_000 });
 }
 
@@ -71,6 +73,10 @@ async function diagnoseJson(
   options: DiagnoseOptions = {},
 ): Promise<Report> {
   const run = await diagnose(vm, handler, ['--json'], options);
+  assert.ok(
+    run.stdout.trim(),
+    `diagnose --json printed nothing (exit ${run.exitCode}): ${run.stderr}`,
+  );
   const report = reportSchema.parse(JSON.parse(run.stdout));
   assert.equal(run.exitCode, report.exitCode, run.stderr);
   assert.equal(report.exitCode, report.summary.problem > 0 ? DIAGNOSE_PROBLEMS_EXIT_CODE : 0);
