@@ -1,14 +1,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { failureKinds } from './failures.js';
-import { systemClock } from './io/clock.js';
-import { errorMessage } from './io/files.js';
-import { createFileLog } from './io/log.js';
-import { systemProcesses } from './io/processes.js';
 import type { Extension } from './lifecycle/extension.js';
-import { isVerb, VERBS } from './lifecycle/operations.js';
-import { type PipelineDependencies, runCommand } from './lifecycle/pipeline.js';
-import { writeLastResortStatus } from './protocol/last-resort.js';
+import type { PipelineDependencies } from './lifecycle/pipeline.js';
 import { EXTENSION_VERSION } from './version.js';
 
 /**
@@ -30,11 +23,30 @@ export function findHandlerDir(executable: string, cwd: () => string): string {
 /**
  * Parses the verb and runs it through the lifecycle pipeline; the only place that exits the
  * process. What it prints (one line) is what the agent shows an operator on failure.
+ *
+ * Everything but this file is loaded after the verb is known (`loadExtension` and the dynamic
+ * imports below), so that each command loads only what it uses: a bundle evaluates every module
+ * it imports statically before the first line runs (docs/performance.md).
  */
-export async function main<Settings>(extension: Extension<Settings>): Promise<never> {
+export async function main<Settings>(
+  loadExtension: () => Promise<Extension<Settings>>,
+): Promise<never> {
   const verb = process.argv[2];
-  // Bare start-up, for the performance floor (docs/performance.md): nothing else is done.
+  // Bare start-up, for the performance floor (docs/performance.md): nothing else is loaded.
   if (verb === '--version') return exit(0, EXTENSION_VERSION);
+  const [
+    extension,
+    { failureKinds },
+    { errorMessage },
+    { writeLastResortStatus },
+    { isVerb, VERBS },
+  ] = await Promise.all([
+    loadExtension(),
+    import('./failures.js'),
+    import('./io/files.js'),
+    import('./protocol/last-resort.js'),
+    import('./lifecycle/operations.js'),
+  ]);
   const handlerDir = findHandlerDir(process.execPath, () => process.cwd());
   const env = process.env;
   // diagnose only reads: even when it crashes, it writes no status file (see `crash`).
@@ -73,6 +85,13 @@ export async function main<Settings>(extension: Extension<Settings>): Promise<ne
       `Usage: ${path.basename(process.argv[1] ?? 'handler')} ${[...VERBS, ...(extension.diagnose ? ['diagnose'] : [])].join('|')}${extension.dryRun ? ' (install and enable also take --dry-run)' : ''} (got "${verb ?? ''}").`,
     );
   }
+  const [{ systemClock }, { createFileLog }, { systemProcesses }, { runCommand }] =
+    await Promise.all([
+      import('./io/clock.js'),
+      import('./io/log.js'),
+      import('./io/processes.js'),
+      import('./lifecycle/pipeline.js'),
+    ]);
   const deps: PipelineDependencies<Settings> = {
     extension,
     version: EXTENSION_VERSION,

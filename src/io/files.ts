@@ -1,6 +1,13 @@
-import { randomBytes } from 'node:crypto';
 import { constants, promises as fs } from 'node:fs';
 import path from 'node:path';
+
+/**
+ * `bytes` random bytes as hex, from the global Web Crypto (node:crypto is not loaded on the
+ * converged enable, docs/performance.md).
+ */
+export function randomHex(bytes: number): string {
+  return Buffer.from(globalThis.crypto.getRandomValues(new Uint8Array(bytes))).toString('hex');
+}
 
 /**
  * Replaces `file` with `content` so that a reader sees either the old or the new content, never
@@ -14,7 +21,7 @@ export async function writeFileAtomic(
   mode = 0o600,
 ): Promise<void> {
   const dir = path.dirname(file);
-  const temp = path.join(dir, `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
+  const temp = path.join(dir, `.${path.basename(file)}.${randomHex(6)}.tmp`);
   const handle = await fs.open(
     temp,
     constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | (constants.O_NOFOLLOW ?? 0),

@@ -1,4 +1,4 @@
-import { EnvHttpProxyAgent, request } from 'undici';
+import type { Dispatcher } from 'undici';
 import type { Clock } from './clock.js';
 import { errorMessage } from './files.js';
 
@@ -34,7 +34,16 @@ export interface FetchOptions {
 
 export type FetchResult = { ok: true; answer: HttpAnswer } | { ok: false; problem: string };
 
-let dispatcher: EnvHttpProxyAgent | undefined;
+let client: { dispatcher: Dispatcher; request: typeof import('undici').request } | undefined;
+
+/** undici, loaded on the first request: a converged enable makes none and never loads it. */
+async function httpClient() {
+  if (!client) {
+    const { EnvHttpProxyAgent, request } = await import('undici');
+    client = { dispatcher: new EnvHttpProxyAgent(), request };
+  }
+  return client;
+}
 
 function transient(status: number): boolean {
   return status === 429 || status === 408 || status >= 500;
@@ -42,7 +51,7 @@ function transient(status: number): boolean {
 
 /** GETs `url` as text; answers that are not transient (200, 403, 404 …) are returned as they are. */
 export async function fetchText(url: string, options: FetchOptions): Promise<FetchResult> {
-  dispatcher ??= new EnvHttpProxyAgent();
+  const { dispatcher, request } = await httpClient();
   const { clock } = options;
   const random = options.random ?? Math.random;
   const maxBytes = options.maxBytes ?? 1024 * 1024;

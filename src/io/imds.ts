@@ -1,4 +1,3 @@
-import http from 'node:http';
 import type { Clock } from './clock.js';
 import { errorMessage } from './files.js';
 
@@ -36,60 +35,66 @@ const MAX_BODY_BYTES = 256 * 1024;
 export function directImds(host = IMDS_HOST, port = 80): Imds {
   return {
     get: (pathAndQuery, { timeoutMs, signal }) =>
-      new Promise<ImdsAnswer>((resolve, reject) => {
-        const request = http.request(
-          {
-            host,
-            port,
-            path: pathAndQuery,
-            method: 'GET',
-            agent: false,
-            headers: { Metadata: 'true', Connection: 'close' },
-            ...(signal ? { signal } : {}),
-          },
-          (response) => {
-            const chunks: Buffer[] = [];
-            let size = 0;
-            response.on('data', (chunk: Buffer) => {
-              size += chunk.length;
-              if (size > MAX_BODY_BYTES) {
-                request.destroy(
-                  new ImdsUnreachable(
-                    `an answer larger than ${MAX_BODY_BYTES / 1024} KiB (no IMDS answer is that large)`,
-                  ),
-                );
-                return;
-              }
-              chunks.push(chunk);
-            });
-            response.on('end', () => {
-              clearTimeout(timer);
-              resolve({
-                status: response.statusCode ?? 0,
-                body: Buffer.concat(chunks).toString('utf8'),
-                retryAfterMs: parseRetryAfter(response.headers['retry-after']),
-              });
-            });
-            response.on('error', (error) => reject(new ImdsUnreachable(networkProblem(error))));
-          },
-        );
-        const timer = setTimeout(
-          () =>
-            request.destroy(
-              new ImdsUnreachable(`no answer within ${Math.round(timeoutMs / 1000)} s`),
-            ),
-          timeoutMs,
-        );
-        request.on('error', (error) => {
-          clearTimeout(timer);
-          if (signal?.aborted) reject(signal.reason);
-          else
-            reject(
-              error instanceof ImdsUnreachable ? error : new ImdsUnreachable(networkProblem(error)),
+      // node:http is loaded on the first request: a converged enable makes none.
+      import('node:http').then(
+        ({ default: http }) =>
+          new Promise<ImdsAnswer>((resolve, reject) => {
+            const request = http.request(
+              {
+                host,
+                port,
+                path: pathAndQuery,
+                method: 'GET',
+                agent: false,
+                headers: { Metadata: 'true', Connection: 'close' },
+                ...(signal ? { signal } : {}),
+              },
+              (response) => {
+                const chunks: Buffer[] = [];
+                let size = 0;
+                response.on('data', (chunk: Buffer) => {
+                  size += chunk.length;
+                  if (size > MAX_BODY_BYTES) {
+                    request.destroy(
+                      new ImdsUnreachable(
+                        `an answer larger than ${MAX_BODY_BYTES / 1024} KiB (no IMDS answer is that large)`,
+                      ),
+                    );
+                    return;
+                  }
+                  chunks.push(chunk);
+                });
+                response.on('end', () => {
+                  clearTimeout(timer);
+                  resolve({
+                    status: response.statusCode ?? 0,
+                    body: Buffer.concat(chunks).toString('utf8'),
+                    retryAfterMs: parseRetryAfter(response.headers['retry-after']),
+                  });
+                });
+                response.on('error', (error) => reject(new ImdsUnreachable(networkProblem(error))));
+              },
             );
-        });
-        request.end();
-      }),
+            const timer = setTimeout(
+              () =>
+                request.destroy(
+                  new ImdsUnreachable(`no answer within ${Math.round(timeoutMs / 1000)} s`),
+                ),
+              timeoutMs,
+            );
+            request.on('error', (error) => {
+              clearTimeout(timer);
+              if (signal?.aborted) reject(signal.reason);
+              else
+                reject(
+                  error instanceof ImdsUnreachable
+                    ? error
+                    : new ImdsUnreachable(networkProblem(error)),
+                );
+            });
+            request.end();
+          }),
+      ),
   };
 }
 

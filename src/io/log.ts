@@ -9,8 +9,6 @@ import {
   writeSync,
 } from 'node:fs';
 import path from 'node:path';
-import { Writable } from 'node:stream';
-import winston from 'winston';
 import { writeProblem } from './files.js';
 
 export type LogFields = Record<string, string | number | boolean | null | undefined>;
@@ -123,40 +121,25 @@ export function createFileLog(options: FileLogOptions): Log {
     );
     return createNullLog(secrets);
   }
-  const transport = new winston.transports.Stream({
-    stream: rotatingFileStream(
-      path.join(options.folder, options.fileName),
-      options.maxBytes ?? 1024 * 1024,
-      options.maxFiles ?? 5,
-      problem,
-    ),
-  });
-  const logger = winston.createLogger({
-    level: 'debug',
-    transports: [transport],
-    // Redacted before formatting too: formatting escapes quotes, backslashes and newlines, and
-    // a secret holding one of them would no longer be found in the formatted line.
-    format: winston.format.printf((info) =>
-      redact(
-        formatLine(
-          new Date(),
-          info.level,
-          options.context,
-          redact(String(info.message), secrets),
-          redactFields(info.fields as LogFields | undefined, secrets),
-        ),
-        secrets,
-      ),
-    ),
-  });
-  logger.on('error', (error: Error) =>
-    problem(
-      `The handler log in ${options.folder} cannot be written: ${writeProblem(error, options.folder)}. The command goes on without its log.`,
-    ),
+  const append = rotatingFileAppender(
+    path.join(options.folder, options.fileName),
+    options.maxBytes ?? 1024 * 1024,
+    options.maxFiles ?? 5,
+    problem,
   );
   let closed = false;
   const write = (level: string) => (message: string, fields?: LogFields) => {
-    if (!closed) logger.log({ level, message, fields });
+    if (closed) return;
+    // Redacted before formatting too: formatting escapes quotes, backslashes and newlines, and
+    // a secret holding one of them would no longer be found in the formatted line.
+    const line = formatLine(
+      new Date(),
+      level,
+      options.context,
+      redact(message, secrets),
+      redactFields(fields, secrets),
+    );
+    append(`${redact(line, secrets)}\n`);
   };
   return {
     debug: write('debug'),
@@ -165,9 +148,7 @@ export function createFileLog(options: FileLogOptions): Log {
     error: write('error'),
     addSecret: (secret) => secrets.add(secret),
     close: async () => {
-      if (closed) return;
       closed = true;
-      logger.end();
     },
   };
 }
@@ -181,18 +162,19 @@ const NOT_A_REGULAR_FILE: Readonly<Record<string, string>> = {
 };
 
 /**
- * A stream that appends each line synchronously (a command writes a few dozen lines, and none may
- * be lost when the process exits right after) and rotates by size: `file` → `file.1` → … →
+ * Appends each line synchronously (a command writes a few dozen lines, and none may be lost when
+ * the process exits right after; no logging library: the converged enable cannot afford loading
+ * one, docs/performance.md) and rotates by size: `file` → `file.1` → … →
  * `file.<maxFiles-1>`, the oldest dropped. Anything but a regular file at `file` (a symlink, a
  * folder, a FIFO that would block the command forever) makes the line a reported problem, as
  * does a full or read-only file system.
  */
-function rotatingFileStream(
+function rotatingFileAppender(
   file: string,
   maxBytes: number,
   maxFiles: number,
   problem: (message: string) => void,
-): Writable {
+): (line: string) => void {
   const rotateFor = (bytes: number) => {
     let size = 0;
     try {
@@ -209,41 +191,39 @@ function rotatingFileStream(
       }
     }
   };
-  return new Writable({
-    write(chunk: Buffer, _encoding, next) {
+  return (line) => {
+    const chunk = Buffer.from(line);
+    try {
+      rotateFor(chunk.length);
+      // O_NOFOLLOW: a symlink planted at the log's name is never written through. O_NONBLOCK:
+      // a FIFO there fails to open (ENXIO) instead of waiting for a reader.
+      const fd = openSync(
+        file,
+        constants.O_WRONLY |
+          constants.O_APPEND |
+          constants.O_CREAT |
+          (constants.O_NOFOLLOW ?? 0) |
+          (constants.O_NONBLOCK ?? 0),
+        0o644,
+      );
       try {
-        rotateFor(chunk.length);
-        // O_NOFOLLOW: a symlink planted at the log's name is never written through. O_NONBLOCK:
-        // a FIFO there fails to open (ENXIO) instead of waiting for a reader.
-        const fd = openSync(
-          file,
-          constants.O_WRONLY |
-            constants.O_APPEND |
-            constants.O_CREAT |
-            (constants.O_NOFOLLOW ?? 0) |
-            (constants.O_NONBLOCK ?? 0),
-          0o644,
-        );
-        try {
-          if (!fstatSync(fd).isFile()) throw Object.assign(new Error(), { code: 'ENOTREG' });
-          for (let written = 0; written < chunk.length; ) {
-            written += writeSync(fd, chunk, written);
-          }
-        } finally {
-          closeSync(fd);
+        if (!fstatSync(fd).isFile()) throw Object.assign(new Error(), { code: 'ENOTREG' });
+        for (let written = 0; written < chunk.length; ) {
+          written += writeSync(fd, chunk, written);
         }
-      } catch (error) {
-        const squatter = NOT_A_REGULAR_FILE[(error as NodeJS.ErrnoException).code ?? ''];
-        const reason = squatter
-          ? `${squatter} is in its place; move it away so that the handler can log again`
-          : writeProblem(error, path.dirname(file));
-        problem(
-          `The handler log ${file} cannot be written: ${reason}. The command goes on without its log.`,
-        );
+      } finally {
+        closeSync(fd);
       }
-      next();
-    },
-  });
+    } catch (error) {
+      const squatter = NOT_A_REGULAR_FILE[(error as NodeJS.ErrnoException).code ?? ''];
+      const reason = squatter
+        ? `${squatter} is in its place; move it away so that the handler can log again`
+        : writeProblem(error, path.dirname(file));
+      problem(
+        `The handler log ${file} cannot be written: ${reason}. The command goes on without its log.`,
+      );
+    }
+  };
 }
 
 function createNullLog(secrets: Set<string>): Log {

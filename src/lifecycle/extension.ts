@@ -35,6 +35,7 @@ export interface OperationContext<Settings> {
    * Changes the handler state and saves it at once, returning the new state: how a step records
    * what it is about to change (the journal) before changing it, so that a run killed halfway is
    * rolled back by the next one. The pipeline saves the final state on top of the latest one.
+   * A change that leaves the state as it is writes nothing.
    */
   saveState(change: (state: HandlerState) => HandlerState): Promise<HandlerState>;
   /** The handler state as last saved (or loaded): what is known even when saving fails. */

@@ -302,7 +302,8 @@ async function runOperation<Settings>(
       state: loaded.state,
       saveState: async (change) => {
         const next = change(current);
-        await store.save(next);
+        // A change that changes nothing is not written: a converged enable writes its state once.
+        if (JSON.stringify(next) !== JSON.stringify(current)) await store.save(next);
         current = next;
         return next;
       },

@@ -1,8 +1,8 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { z } from 'zod';
 import { HandlerFailure } from '../failures.js';
 import { readTextIfExists, writeFileAtomic, writeProblem } from '../io/files.js';
+import { z } from '../io/zod.js';
 
 /**
  * What this handler has done on the VM, kept in one file outside the versioned handler folder so

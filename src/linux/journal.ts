@@ -1,7 +1,6 @@
-import { createHash } from 'node:crypto';
-import { z } from 'zod';
 import { errorMessage } from '../io/files.js';
 import type { Log } from '../io/log.js';
+import { z } from '../io/zod.js';
 import type { HandlerState } from '../lifecycle/state.js';
 import { type Machine, runOn } from './machine.js';
 import { type Command, type ManagerName, packageManagers } from './package-managers/index.js';
@@ -211,5 +210,6 @@ export function failureLines(text: string): string {
 }
 
 export function sha256(content: string | Uint8Array): string {
-  return createHash('sha256').update(content).digest('hex');
+  // node:crypto is loaded when first needed: a converged enable hashes nothing.
+  return process.getBuiltinModule('node:crypto').createHash('sha256').update(content).digest('hex');
 }

@@ -1,5 +1,3 @@
-import { createHash } from 'node:crypto';
-
 /**
  * OpenPGP public keys as the repositories publish them (`keys/microsoft.asc`), read without gpg
  * (which a VM may not have): ASCII armor to binary packets (RFC 4880 §6), transferable public keys
@@ -96,7 +94,9 @@ export function publicKeys(data: Buffer): PublicKey[] {
       if (body[0] !== 4)
         throw new Error(`OpenPGP key version ${body[0]} is not supported (only v4)`);
       const prefix = Buffer.from([0x99, (body.length >> 8) & 0xff, body.length & 0xff]);
-      const fingerprint = createHash('sha1')
+      const fingerprint = process
+        .getBuiltinModule('node:crypto')
+        .createHash('sha1')
         .update(prefix)
         .update(body)
         .digest('hex')

@@ -1,4 +1,4 @@
 import { main } from '../main.js';
-import { aadSshLoginForLinux } from './extension.js';
 
-await main(aadSshLoginForLinux);
+// The extension is loaded after the verb: `--version` loads nothing (src/main.ts).
+void main(async () => (await import('./extension.js')).aadSshLoginForLinux);

@@ -1,5 +1,5 @@
-import { z } from 'zod';
 import { HandlerFailure } from '../failures.js';
+import { z } from '../io/zod.js';
 
 /**
  * AADSSHLoginForLinux's public settings (all optional; see the contract). A mirror URL is written

@@ -1,7 +1,6 @@
-import { randomInt, randomUUID } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { writeFileAtomic } from '../io/files.js';
+import { randomHex, writeFileAtomic } from '../io/files.js';
 import type { StatusValue, Substatus } from './status.js';
 
 /**
@@ -56,7 +55,7 @@ export interface CommandRecord {
 
 /** The events of one command: its start, each step's result, and its end with duration and exit code. */
 export function commandEvents(record: CommandRecord): AgentEvent[] {
-  const operationId = randomUUID();
+  const operationId = globalThis.crypto.randomUUID();
   const event = (at: Date, level: AgentEvent['EventLevel'], message: string): AgentEvent => ({
     Version: record.version,
     Timestamp: at.toISOString(),
@@ -120,7 +119,7 @@ export async function writeEvents(
     };
   }
   // Milliseconds and 6 random digits: names sort by time, and two commands never share one.
-  const name = `${now.getTime()}${String(randomInt(1_000_000)).padStart(6, '0')}.json`;
+  const name = `${now.getTime()}${String(Number.parseInt(randomHex(3), 16) % 1_000_000).padStart(6, '0')}.json`;
   const file = path.join(folder, name);
   await writeFileAtomic(file, JSON.stringify(events.slice(0, MAX_EVENTS_PER_COMMAND)), 0o600);
   return { file };

@@ -1,9 +1,9 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { z } from 'zod';
 import { HandlerFailure } from '../failures.js';
 import type { Clock } from '../io/clock.js';
 import { errorMessage, isNotFound } from '../io/files.js';
+import { z } from '../io/zod.js';
 
 /**
  * `HandlerEnvironment.json`, written by the guest agent into the handler's folder before

@@ -1,9 +1,9 @@
 import { constants, promises as fs } from 'node:fs';
 import path from 'node:path';
-import { z } from 'zod';
 import { HandlerFailure } from '../failures.js';
 import type { Clock } from '../io/clock.js';
 import { isNotFound, writeProblem } from '../io/files.js';
+import { z } from '../io/zod.js';
 
 /**
  * An exclusive lock between all commands of this handler on the VM, old and new versions alike

@@ -1,8 +1,8 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { z } from 'zod';
 import { HandlerFailure } from '../failures.js';
 import { errorMessage, isNotFound } from '../io/files.js';
+import { z } from '../io/zod.js';
 
 /** One `config/<seq>.settings` file as the agent writes it (all three keys, `null` when unset). */
 const settingsFileSchema = z.object({

@@ -1,7 +1,7 @@
+import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import fse from 'fs-extra';
-import { z } from 'zod';
 import { readTextIfExists, writeFileAtomic } from '../io/files.js';
+import { z } from '../io/zod.js';
 
 export const STATUS_VALUES = ['transitioning', 'warning', 'error', 'success'] as const;
 export type StatusValue = (typeof STATUS_VALUES)[number];
@@ -140,7 +140,7 @@ export async function writeStatus(
     const currentStatus = current?.[0]?.status.status;
     if (currentStatus && isTerminal(currentStatus)) return false;
   }
-  await fse.ensureDir(statusFolder, 0o700);
+  await fs.mkdir(statusFolder, { recursive: true, mode: 0o700 });
   const file = statusFilePath(statusFolder, sequenceNumber);
   const text = renderStatus(report, handlerName, now);
   try {
@@ -153,7 +153,7 @@ export async function writeStatus(
     if (!(code === 'ENOSPC' || code === 'EDQUOT') || !isTerminal(report.status)) throw error;
     const current = await readStatus(statusFolder, sequenceNumber);
     if (current?.[0]?.status.status !== 'transitioning') throw error;
-    await fse.remove(file);
+    await fs.rm(file, { force: true });
     await writeFileAtomic(file, text, 0o644);
   }
   return true;

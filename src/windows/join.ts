@@ -1,8 +1,8 @@
-import { z } from 'zod';
 import { clouds, readCloud } from '../clouds.js';
 import { type FailureStep, failureKinds, HandlerFailure, toFailure } from '../failures.js';
 import { describeBody, getWithRetries } from '../io/imds.js';
 import type { Log } from '../io/log.js';
+import { z } from '../io/zod.js';
 import { CDJ_KEY, PKU2U_KEY, type WindowsPlatform } from './platform.js';
 
 /**

@@ -170,6 +170,16 @@ describe('the Linux zip', () => {
 
   test('on x86-64 the entry script runs the x64 executable: install and enable succeed', async () => {
     await handler.writeSettings(0, { publicSettings: vm.publicSettings });
+    // A Bun executable reads .env and bunfig.toml from its working directory unless built not
+    // to: these would send the repository traffic to a proxy that is not there.
+    const deadProxy = 'http://127.0.0.1:9';
+    await fs.writeFile(
+      path.join(handler.dir, '.env'),
+      ['http_proxy', 'https_proxy', 'HTTP_PROXY', 'HTTPS_PROXY']
+        .map((name) => `${name}=${deadProxy}\n`)
+        .join(''),
+    );
+    await fs.writeFile(path.join(handler.dir, 'bunfig.toml'), `preload = ["./missing.ts"]\n`);
     for (const operation of ['install', 'enable'] as const) {
       const run = await handler.run(operation, { seq: 0 });
       assert.equal(run.exitCode, 0, `${operation}: ${run.stdout}${run.stderr}`);
@@ -177,6 +187,8 @@ describe('the Linux zip', () => {
     assert.equal((await handler.agentStatus(0)).status, 'success');
     const lines = await sandbox.readLog();
     assert.ok(lines.some((line) => line.version === version && line.operation === 'enable'));
+    await fs.rm(path.join(handler.dir, '.env'));
+    await fs.rm(path.join(handler.dir, 'bunfig.toml'));
   });
 
   describe('the arm64 executable under qemu-aarch64', () => {

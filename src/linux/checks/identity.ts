@@ -1,8 +1,8 @@
-import { z } from 'zod';
 import { HandlerFailure } from '../../failures.js';
 import type { Clock } from '../../io/clock.js';
 import { describeBody, getWithRetries, type Imds } from '../../io/imds.js';
 import type { Log } from '../../io/log.js';
+import { z } from '../../io/zod.js';
 
 /** The "Azure Linux VM Sign-In" application, whose token proves a system-assigned identity. */
 export const SIGN_IN_APPLICATION = 'ce6ff14a-7fdc-4685-bbe0-f6afdfcfa8e0';

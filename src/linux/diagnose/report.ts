@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import { z } from '../../io/zod.js';
 
 /**
  * The report `diagnose` prints: one item per thing it looked at, each with a verdict and, when it
