@@ -139,7 +139,8 @@ export const failureKinds = {
       "Read the package manager's message above and in the handler log, repair the VM's package configuration (broken dependencies, a full disk, another repository that fails), then apply the extension again.",
   },
   arcAgentUnavailable: {
-    code: 29,
+    // 29 is diagnose's "problems found" (diagnose/report.ts).
+    code: 35,
     blame: 'vm-configuration',
     title:
       "The Azure Connected Machine agent did not give the Arc-enabled server's identity or configuration (HIMDS at 127.0.0.1:40342, /var/opt/azcmagent).",

@@ -19,7 +19,7 @@ export interface MetadataService {
   readonly name: string;
   /**
    * Whether the machine has its system-assigned identity: a sentence for the status, or a
-   * `HandlerFailure` (on an Azure VM 22 or 25, on Arc 29).
+   * `HandlerFailure` (on an Azure VM 22 or 25, on Arc 35).
    */
   confirmIdentity(options: { clock: Clock; log: Log; signal?: AbortSignal }): Promise<string>;
   /** The cloud the service names; `undefined` when it does not say. */

@@ -257,7 +257,7 @@ describe('AADSSHLoginForLinux on an Azure Arc-enabled server', () => {
     });
   });
 
-  test('a key file that is a symlink, outside the tokens folder, or 5 KB is refused; a 401 without a realm fails clearly; HIMDS down is code 29', async () => {
+  test('a key file that is a symlink, outside the tokens folder, or 5 KB is refused; a 401 without a realm fails clearly; HIMDS down is code 35', async () => {
     await withArcMachine({}, async (arc) => {
       const runs: CommandRun[] = [];
       const refused = async (realm: string | null, message: RegExp) => {
@@ -265,11 +265,11 @@ describe('AADSSHLoginForLinux on an Azure Arc-enabled server', () => {
         try {
           const install = await arc.run('install');
           runs.push(install);
-          assertExit(install, 29);
+          assertExit(install, 35);
           assert.match(install.stdout, message);
           assert.match(install.stdout, /azcmagent show/);
           const status = await arc.status();
-          assert.equal(status.code, 29);
+          assert.equal(status.code, 35);
           assert.match(status.message, message);
           const sent = (await himds.requests()).filter((request) => request.headers.authorization);
           assert.deepEqual(sent, [], 'no key was sent');
@@ -298,7 +298,7 @@ describe('AADSSHLoginForLinux on an Azure Arc-enabled server', () => {
       // HIMDS down: nothing listens on 127.0.0.1:40342.
       const down = await arc.run('install');
       runs.push(down);
-      assertExit(down, 29);
+      assertExit(down, 35);
       assert.match(down.stdout, /HIMDS \(127\.0\.0\.1:40342\).*ECONNREFUSED/);
       assert.match(down.stdout, /azcmagent show/);
       assert.doesNotMatch(down.stdout, /no system-assigned managed identity/i);

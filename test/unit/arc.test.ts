@@ -275,7 +275,7 @@ describe('the identity check on Arc', () => {
       (error: unknown) => {
         assert.ok(error instanceof HandlerFailure);
         assert.equal(error.kind, 'arcAgentUnavailable');
-        assert.equal(error.code, 29);
+        assert.equal(error.code, 35);
         assert.match(error.detail, /ECONNREFUSED 127\.0\.0\.1:40342/);
         assert.match(error.operatorMessage, /azcmagent show/);
         assert.match(error.operatorMessage, /reconnect/);
@@ -297,7 +297,7 @@ describe('the identity check on Arc', () => {
       checkArcIdentity({ himds: answeringChallenge(himds), clock: fakeClock(), log: log() }),
       (error: unknown) => {
         assert.ok(error instanceof HandlerFailure);
-        assert.equal(error.code, 29);
+        assert.equal(error.code, 35);
         assert.match(
           error.detail,
           /"\/etc\/shadow", which is not directly in \/var\/opt\/azcmagent\/tokens/,
@@ -382,7 +382,7 @@ describe('the proxy on Arc', () => {
       assert.throws(
         () => arcProxy({}, text),
         (error: unknown) =>
-          error instanceof HandlerFailure && error.code === 29 && pattern.test(error.detail),
+          error instanceof HandlerFailure && error.code === 35 && pattern.test(error.detail),
         text,
       );
     }

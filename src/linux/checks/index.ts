@@ -40,7 +40,7 @@ export interface CheckResults {
 /**
  * The four checks, in the contract's order, before anything on the VM changes: operating system
  * (51), memory (24), AADLoginForLinux remnants (23), system-assigned identity (22, or 25 when IMDS
- * cannot tell; 29 on an Arc-enabled server, whose HIMDS is asked instead). Each adds one step (a substatus entry) and one log line with its duration; the
+ * cannot tell; 35 on an Arc-enabled server, whose HIMDS is asked instead). Each adds one step (a substatus entry) and one log line with its duration; the
  * first failing one stops the rest and is thrown with the steps so far (the caller, which knows
  * every step of its command, marks the others as not run). `identity: false` skips
  * the only expensive one (a converged `enable`).
