@@ -25,6 +25,7 @@ import { before, describe, test } from 'node:test';
 import {
   AGENT_PATH,
   assertExit,
+  buildNextVersion,
   type CommandRun,
   extensionVersionOf,
   filesContaining,
@@ -35,13 +36,12 @@ import {
   parseLogLine,
   requireZip,
 } from './agent-driver.js';
-import { type MockHimds, startHimds, TOKENS_FOLDER } from './himds.js';
+import { startHimds, TOKENS_FOLDER } from './himds.js';
 import { serveRepository } from './repos.js';
 import { type LinuxVm, linuxVm } from './vm.js';
 import { fakeAccessToken } from './world.js';
 
 const version = extensionVersionOf();
-const ARC_LOG_FOLDER = `/var/lib/GuestConfig/extension_logs/${LINUX_HANDLER_NAME}-${version}`;
 const KEY_ID = '406109b6-e357-4a7f-a2df-d14e7e8a1bd5';
 const REALM = `${TOKENS_FOLDER}/${KEY_ID}.key`;
 let zip = '';
@@ -55,16 +55,23 @@ function secret(label: string): string {
   return `${label}${randomBytes(24).toString('base64url')}`;
 }
 
-interface ArcMachine {
-  vm: LinuxVm;
+/** One version of the handler unpacked on the Arc machine, run as the extension manager runs it. */
+interface ArcHandler {
   handler: HandlerInstance;
-  key: string;
-  token: string;
   /** Runs a command as the Arc extension manager starts it. */
   run(operation: Operation): Promise<CommandRun>;
+  /** This version's log (its own folder on Arc). */
   logLines(): Promise<LogLine[]>;
   status(): Promise<{ status: string; code: number; message: string }>;
-  /** Every file the handler could have written to: its log, status, config, state and sandbox. */
+}
+
+interface ArcMachine extends ArcHandler {
+  vm: LinuxVm;
+  key: string;
+  token: string;
+  /** Unpacks another version beside the first, with the same settings. */
+  unpack(zip: string, version: string): Promise<ArcHandler>;
+  /** Every folder the handler could have written to: its logs, status, config, state and sandbox. */
   handlerFiles(): string[];
 }
 
@@ -75,6 +82,65 @@ const ARC_ENVIRONMENT = [
   'IMDS_ENDPOINT=http://localhost:40342',
   'IDENTITY_ENDPOINT=http://localhost:40342/metadata/identity/oauth2/token',
 ];
+
+/** The per-version log folder of Arc's HandlerEnvironment.json. */
+function arcLogFolder(handlerVersion: string): string {
+  return `/var/lib/GuestConfig/extension_logs/${LINUX_HANDLER_NAME}-${handlerVersion}`;
+}
+
+async function arcHandler(
+  vm: LinuxVm,
+  handlerZip: string,
+  handlerVersion: string,
+  publicSettings: Record<string, unknown>,
+): Promise<ArcHandler> {
+  const handler = await vm.sandbox.unpack(handlerZip, handlerVersion);
+  const logFolder = arcLogFolder(handlerVersion);
+  // HandlerEnvironment.json as on Arc: the per-version log folder, no events folder.
+  await fs.writeFile(
+    path.join(handler.dir, 'HandlerEnvironment.json'),
+    JSON.stringify([
+      {
+        name: LINUX_HANDLER_NAME,
+        version: 1,
+        handlerEnvironment: {
+          logFolder,
+          configFolder: handler.configFolder,
+          statusFolder: handler.statusFolder,
+          heartbeatFile: handler.heartbeatFile,
+        },
+      },
+    ]),
+  );
+  await fs.rm(handler.eventsFolder, { recursive: true, force: true });
+  await handler.writeSettings(0, { publicSettings });
+  return {
+    handler,
+    run: (operation) =>
+      vm.world.run(handler, operation, {
+        seq: 0,
+        launcher: (argv) => ['/usr/bin/env', '-i', ...ARC_ENVIRONMENT, ...argv],
+      }),
+    async logLines() {
+      const text = (await vm.root.readFile(`${logFolder}/aadsshlogin-handler.log`)) ?? '';
+      return text
+        .split('\n')
+        .filter((line) => line !== '')
+        .map(parseLogLine);
+    },
+    async status() {
+      const text = (await handler.readStatusText(0)) ?? '[]';
+      const [entry] = JSON.parse(text) as [
+        { status: { status: string; code: number; formattedMessage: { message: string } } },
+      ];
+      return {
+        status: entry.status.status,
+        code: entry.status.code,
+        message: entry.status.formattedMessage.message,
+      };
+    },
+  };
+}
 
 async function arcMachine(
   options: {
@@ -98,61 +164,44 @@ async function arcMachine(
     const token = fakeAccessToken(secret('tok'));
     await fs.mkdir(vm.root.path(TOKENS_FOLDER), { recursive: true, mode: 0o750 });
     await vm.root.writeFile(REALM, key, 0o600);
-    const handler = await vm.sandbox.unpack(zip, version);
-    // HandlerEnvironment.json as on Arc: the per-version log folder, no events folder.
-    await fs.writeFile(
-      path.join(handler.dir, 'HandlerEnvironment.json'),
-      JSON.stringify([
-        {
-          name: LINUX_HANDLER_NAME,
-          version: 1,
-          handlerEnvironment: {
-            logFolder: ARC_LOG_FOLDER,
-            configFolder: handler.configFolder,
-            statusFolder: handler.statusFolder,
-            heartbeatFile: handler.heartbeatFile,
-          },
-        },
-      ]),
-    );
-    await fs.rm(handler.eventsFolder, { recursive: true, force: true });
-    await handler.writeSettings(0, {
-      publicSettings: options.publicSettings ? await options.publicSettings(vm) : vm.publicSettings,
-    });
+    const publicSettings = options.publicSettings
+      ? await options.publicSettings(vm)
+      : vm.publicSettings;
+    const first = await arcHandler(vm, zip, version, publicSettings);
     return {
+      ...first,
       vm,
-      handler,
       key,
       token,
-      run: (operation) =>
-        vm.world.run(handler, operation, {
-          seq: 0,
-          launcher: (argv) => ['/usr/bin/env', '-i', ...ARC_ENVIRONMENT, ...argv],
-        }),
-      async logLines() {
-        const text = (await vm.root.readFile(`${ARC_LOG_FOLDER}/aadsshlogin-handler.log`)) ?? '';
-        return text
-          .split('\n')
-          .filter((line) => line !== '')
-          .map(parseLogLine);
-      },
-      async status() {
-        const text = (await handler.readStatusText(0)) ?? '[]';
-        const [entry] = JSON.parse(text) as [
-          { status: { status: string; code: number; formattedMessage: { message: string } } },
-        ];
-        return {
-          status: entry.status.status,
-          code: entry.status.code,
-          message: entry.status.formattedMessage.message,
-        };
-      },
+      unpack: (otherZip, otherVersion) => arcHandler(vm, otherZip, otherVersion, publicSettings),
       handlerFiles: () => [vm.root.path('/var/lib/GuestConfig'), vm.sandbox.root],
     };
   } catch (error) {
     await vm.close();
     throw error;
   }
+}
+
+/** `diagnose --json` on the Arc machine, as an administrator runs it: its items by id. */
+async function diagnoseItems(
+  arc: ArcMachine,
+): Promise<Map<string, { verdict: string; detail: string }>> {
+  const run = await arc.vm.world.exec(
+    [
+      '/usr/bin/env',
+      '-i',
+      ...ARC_ENVIRONMENT,
+      `${arc.handler.dir}/handler/aadsshlogin-handler.sh`,
+      'diagnose',
+      '--json',
+    ],
+    { timeoutMs: 120_000 },
+  );
+  assert.ok(run.stdout.trim(), `diagnose printed nothing (exit ${run.exitCode}): ${run.stderr}`);
+  const report = JSON.parse(run.stdout) as {
+    items: { id: string; verdict: string; detail: string }[];
+  };
+  return new Map(report.items.map((item) => [item.id, item]));
 }
 
 async function withArcMachine(
@@ -250,6 +299,14 @@ describe('AADSSHLoginForLinux on an Azure Arc-enabled server', () => {
           ),
         );
         assert.ok(requests.every((request) => request.headers.metadata === 'true'));
+        const items = await diagnoseItems(arc);
+        assert.match(items.get('machine-kind')?.detail ?? '', /^Azure Arc-enabled server: /);
+        assert.equal(
+          items.get('himds-identity')?.verdict,
+          'ok',
+          items.get('himds-identity')?.detail,
+        );
+        assert.equal(items.has('imds-identity'), false, 'diagnose does not ask IMDS on Arc');
         await assertNoSecrets(arc, [install, enable]);
       } finally {
         await himds.close();
@@ -302,6 +359,9 @@ describe('AADSSHLoginForLinux on an Azure Arc-enabled server', () => {
       assert.match(down.stdout, /HIMDS \(127\.0\.0\.1:40342\).*ECONNREFUSED/);
       assert.match(down.stdout, /azcmagent show/);
       assert.doesNotMatch(down.stdout, /no system-assigned managed identity/i);
+      const himdsItem = (await diagnoseItems(arc)).get('himds-identity');
+      assert.equal(himdsItem?.verdict, 'problem');
+      assert.match(himdsItem?.detail ?? '', /HIMDS did not answer: .*ECONNREFUSED/);
       const installed = await arc.vm.world.exec(['dpkg-query', '-W', 'aadsshlogin']);
       assert.notEqual(installed.exitCode, 0, 'nothing was installed');
       await assertNoSecrets(arc, runs);
@@ -366,5 +426,43 @@ describe('AADSSHLoginForLinux on an Azure Arc-enabled server', () => {
         }
       },
     );
+  });
+
+  test("a failed auto-upgrade: the older version reinstalled over the newer one's state converges, logging in its own folder", async () => {
+    const next = await buildNextVersion();
+    try {
+      await withArcMachine({}, async (arc) => {
+        const himds = await startHimds(arc.vm.world, {
+          realm: REALM,
+          key: arc.key,
+          token: arc.token,
+        });
+        try {
+          const newer = await arc.unpack(next.zip, next.version);
+          assertExit(await newer.run('install'), 0);
+          assertExit(await newer.run('enable'), 0);
+          assert.equal((await arc.vm.sandbox.readState())?.owner, next.version);
+          const newerLog = await newer.logLines();
+
+          // Arc "reinstalls the last known good version": its install and enable, over that state.
+          const install = await arc.run('install');
+          assertExit(install, 0);
+          assert.match((await arc.status()).message, /nothing needed changing/);
+          assertExit(await arc.run('enable'), 0);
+          const state = await arc.vm.sandbox.readState();
+          assert.equal(state?.owner, version, 'the reinstalled version owns the installation');
+          assert.deepEqual(state?.journal, []);
+          const installed = await arc.vm.world.exec(['dpkg-query', '-W', 'aadsshlogin']);
+          assert.equal(installed.exitCode, 0, 'aadsshlogin stayed installed');
+          // Each version logs into its own folder; the newer one's was left as it was.
+          assert.ok((await arc.logLines()).some((line) => line.operation === 'install'));
+          assert.deepEqual(await newer.logLines(), newerLog);
+        } finally {
+          await himds.close();
+        }
+      });
+    } finally {
+      await fs.rm(next.copy, { recursive: true, force: true });
+    }
   });
 });
