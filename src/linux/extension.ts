@@ -1,6 +1,6 @@
 import { toFailure, withNotRun } from '../failures.js';
 import type { Extension, OperationContext, Outcome } from '../lifecycle/extension.js';
-import { CHECKS, type LinuxSystem, runChecks, type Step } from './checks/index.js';
+import { CHECKS, runChecks, type Step } from './checks/index.js';
 import { CONVERGE_STEPS, converge, removeInstallation } from './installer.js';
 import { realMachine } from './machine.js';
 import { DEFAULT_BASE_URL } from './repository.js';
@@ -62,26 +62,27 @@ function jobBase(context: OperationContext<LinuxSettings>) {
 const CONFIGURE_STEPS = [...CHECKS, ...CONVERGE_STEPS];
 
 async function checkOnly(context: OperationContext<LinuxSettings>): Promise<Outcome> {
-  let system: LinuxSystem | undefined;
-  const results = await realLinuxSystem(context)
-    .then((found) => {
-      system = found;
-      return runChecks(found, { log: context.log, signal: context.signal, identity: true });
-    })
-    .catch((error: unknown) => {
-      const failure = toFailure(error);
-      throw failure.with({ steps: withNotRun(failure.steps, CHECKS) });
+  try {
+    const system = await realLinuxSystem(context);
+    const results = await runChecks(system, {
+      log: context.log,
+      signal: context.signal,
+      identity: true,
     });
-  return {
-    status: 'success',
-    message: `${system ? machineName(system.metadata.machine) : 'the VM'} passed the checks (${results.steps.map((step) => step.name).join(', ')}); the new version's install and enable configure it.`,
-    substatus: results.steps,
-    installed: {
-      ...context.state.installed,
-      identityConfirmed: true,
-      ...(results.cloud ? { cloud: results.cloud.name } : {}),
-    },
-  };
+    return {
+      status: 'success',
+      message: `${machineName(system.metadata.machine)} passed the checks (${results.steps.map((step) => step.name).join(', ')}); the new version's install and enable configure it.`,
+      substatus: results.steps,
+      installed: {
+        ...context.state.installed,
+        identityConfirmed: true,
+        ...(results.cloud ? { cloud: results.cloud.name } : {}),
+      },
+    };
+  } catch (error) {
+    const failure = toFailure(error);
+    throw failure.with({ steps: withNotRun(failure.steps, CHECKS) });
+  }
 }
 
 async function configureVm(
