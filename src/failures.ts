@@ -138,6 +138,15 @@ export const failureKinds = {
     remedy:
       "Read the package manager's message above and in the handler log, repair the VM's package configuration (broken dependencies, a full disk, another repository that fails), then apply the extension again.",
   },
+  arcAgentUnavailable: {
+    // 29 is diagnose's "problems found" (diagnose/report.ts).
+    code: 35,
+    blame: 'vm-configuration',
+    title:
+      "The Azure Connected Machine agent did not give the Arc-enabled server's identity or configuration (HIMDS at 127.0.0.1:40342, /var/opt/azcmagent).",
+    remedy:
+      'Run "azcmagent show": the agent must be Connected and its himdsd service running; if it is Disconnected or Expired, reconnect it (azcmagent connect). If the message names a key file or localconfig.json, check that only the agent writes /var/opt/azcmagent and that nothing else listens on 127.0.0.1:40342. Then apply the extension again.',
+  },
   unsupportedOperatingSystem: {
     code: 51,
     blame: 'vm-configuration',

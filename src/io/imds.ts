@@ -15,13 +15,20 @@ export interface ImdsAnswer {
   body: string;
   /** `Retry-After` in milliseconds, when IMDS sent one. */
   retryAfterMs: number | undefined;
+  /** `WWW-Authenticate`, when sent: the challenge of Azure Arc's HIMDS (himds.ts). */
+  wwwAuthenticate?: string | undefined;
 }
 
 /** One request, no retries. Network failures and timeouts throw `ImdsUnreachable`. */
 export interface Imds {
   get(
     pathAndQuery: string,
-    options: { timeoutMs: number; signal?: AbortSignal },
+    options: {
+      timeoutMs: number;
+      signal?: AbortSignal;
+      /** More request headers (HIMDS: the answer to its challenge). */
+      headers?: Readonly<Record<string, string>>;
+    },
   ): Promise<ImdsAnswer>;
 }
 
@@ -32,9 +39,13 @@ export class ImdsUnreachable extends Error {
 /** No answer from IMDS is ever this large; a larger one is cut off and treated as garbage. */
 const MAX_BODY_BYTES = 256 * 1024;
 
+/**
+ * A metadata service reached directly with `node:http`: IMDS by default, or Azure Arc's HIMDS on
+ * the loopback (himds.ts), which speaks the same protocol.
+ */
 export function directImds(host = IMDS_HOST, port = 80): Imds {
   return {
-    get: (pathAndQuery, { timeoutMs, signal }) =>
+    get: (pathAndQuery, { timeoutMs, signal, headers }) =>
       // node:http is loaded on the first request: a converged enable makes none.
       import('node:http').then(
         ({ default: http }) =>
@@ -46,7 +57,7 @@ export function directImds(host = IMDS_HOST, port = 80): Imds {
                 path: pathAndQuery,
                 method: 'GET',
                 agent: false,
-                headers: { Metadata: 'true', Connection: 'close' },
+                headers: { ...headers, Metadata: 'true', Connection: 'close' },
                 ...(signal ? { signal } : {}),
               },
               (response) => {
@@ -70,6 +81,7 @@ export function directImds(host = IMDS_HOST, port = 80): Imds {
                     status: response.statusCode ?? 0,
                     body: Buffer.concat(chunks).toString('utf8'),
                     retryAfterMs: parseRetryAfter(response.headers['retry-after']),
+                    wwwAuthenticate: firstHeader(response.headers['www-authenticate']),
                   });
                 });
                 response.on('error', (error) => reject(new ImdsUnreachable(networkProblem(error))));
@@ -105,6 +117,10 @@ function networkProblem(error: unknown): string {
   const notHttp =
     (typeof code === 'string' && code.startsWith('HPE_')) || /^Parse Error\b/i.test(message);
   return notHttp ? `an answer that is not HTTP (${message})` : message;
+}
+
+function firstHeader(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
 }
 
 function parseRetryAfter(value: string | string[] | undefined): number | undefined {

@@ -230,11 +230,14 @@ async function runOperation<Settings>(
     const sequence = await resolveSequenceNumber(deps.env, environment.configFolder);
     sequenceNumber = sequence.value;
     seen.sequenceNumber = sequenceNumber;
-    log = deps.createLog({
-      folder: environment.logFolder,
-      fileName: extension.logFileName,
-      context: { operation: verb, sequenceNumber, version },
-    });
+    log = sharingSecrets(
+      deps.createLog({
+        folder: environment.logFolder,
+        fileName: extension.logFileName,
+        context: { operation: verb, sequenceNumber, version },
+      }),
+      secrets,
+    );
     seen.log = log;
     for (const secret of secrets) log.addSecret(secret);
     const agent = agentHints(deps.env);
@@ -336,6 +339,24 @@ async function runOperation<Settings>(
     deadline.stop();
     await lock?.release().catch(() => undefined);
   }
+}
+
+/**
+ * The log, whose secrets (a protected setting, a key the extension read) are also kept out of the
+ * status and the events: the pipeline redacts those with `secrets`.
+ */
+function sharingSecrets(log: Log, secrets: Set<string>): Log {
+  return {
+    debug: (message, fields) => log.debug(message, fields),
+    info: (message, fields) => log.info(message, fields),
+    warn: (message, fields) => log.warn(message, fields),
+    error: (message, fields) => log.error(message, fields),
+    addSecret: (secret) => {
+      secrets.add(secret);
+      log.addSecret(secret);
+    },
+    close: () => log.close(),
+  };
 }
 
 /**

@@ -18,7 +18,7 @@ export async function dryRun(
   context: DryRunContext<LinuxSettings>,
   options: { identity: boolean },
 ): Promise<string[]> {
-  const system = realLinuxSystem(context);
+  const system = await realLinuxSystem(context);
   const checks = await runChecks(system, {
     log: context.log,
     signal: context.signal,

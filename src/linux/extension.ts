@@ -5,7 +5,7 @@ import { CONVERGE_STEPS, converge, removeInstallation } from './installer.js';
 import { realMachine } from './machine.js';
 import { DEFAULT_BASE_URL } from './repository.js';
 import { type LinuxSettings, parseLinuxSettings } from './settings.js';
-import { realLinuxSystem } from './system.js';
+import { machineName, realLinuxSystem } from './system.js';
 
 export const LINUX_HANDLER_NAME = 'Microsoft.Azure.ActiveDirectory.AADSSHLoginForLinux';
 
@@ -62,33 +62,36 @@ function jobBase(context: OperationContext<LinuxSettings>) {
 const CONFIGURE_STEPS = [...CHECKS, ...CONVERGE_STEPS];
 
 async function checkOnly(context: OperationContext<LinuxSettings>): Promise<Outcome> {
-  const results = await runChecks(realLinuxSystem(context), {
-    log: context.log,
-    signal: context.signal,
-    identity: true,
-  }).catch((error: unknown) => {
+  try {
+    const system = await realLinuxSystem(context);
+    const results = await runChecks(system, {
+      log: context.log,
+      signal: context.signal,
+      identity: true,
+    });
+    return {
+      status: 'success',
+      message: `${machineName(system.metadata.machine)} passed the checks (${results.steps.map((step) => step.name).join(', ')}); the new version's install and enable configure it.`,
+      substatus: results.steps,
+      installed: {
+        ...context.state.installed,
+        identityConfirmed: true,
+        ...(results.cloud ? { cloud: results.cloud.name } : {}),
+      },
+    };
+  } catch (error) {
     const failure = toFailure(error);
     throw failure.with({ steps: withNotRun(failure.steps, CHECKS) });
-  });
-  return {
-    status: 'success',
-    message: `the VM passed the checks (${results.steps.map((step) => step.name).join(', ')}); the new version's install and enable configure it.`,
-    substatus: results.steps,
-    installed: {
-      ...context.state.installed,
-      identityConfirmed: true,
-      ...(results.cloud ? { cloud: results.cloud.name } : {}),
-    },
-  };
+  }
 }
 
 async function configureVm(
   context: OperationContext<LinuxSettings>,
   which: 'all' | 'cheap',
 ): Promise<Outcome> {
-  const system = realLinuxSystem(context);
   let checkSteps: Step[] = [];
   try {
+    const system = await realLinuxSystem(context);
     const checks = await runChecks(system, {
       log: context.log,
       signal: context.signal,
@@ -103,7 +106,7 @@ async function configureVm(
     });
     return {
       status: 'success',
-      message: `the VM passed the checks; ${result.summary} Repository: ${context.settings.repository.baseUrl ?? DEFAULT_BASE_URL}.`,
+      message: `${machineName(system.metadata.machine)} passed the checks; ${result.summary} Repository: ${context.settings.repository.baseUrl ?? DEFAULT_BASE_URL}.`,
       substatus: [...checks.steps, ...result.steps],
       installed: {
         ...result.installation,

@@ -20,6 +20,7 @@ import { converge, removeInstallation } from '../../src/linux/installer.js';
 import { sha256 } from '../../src/linux/journal.js';
 import { armor } from '../../src/linux/keys.js';
 import type { Machine } from '../../src/linux/machine.js';
+import { azureMetadataService } from '../../src/linux/metadata-service.js';
 import { KEY_FILE } from '../../src/linux/repository.js';
 import type { LinuxSettings } from '../../src/linux/settings.js';
 import { parseHandlerEnvironment } from '../../src/protocol/handler-environment.js';
@@ -637,13 +638,13 @@ function fakeVm(world: LinuxWorld) {
     clock,
     architecture: 'x86_64',
     agentFolders: ['/var/lib/waagent'],
-    imds: {
+    metadata: azureMetadataService({
       get: async () => {
         const answer = next('imds', world.imds) ?? 'unreachable';
         if (answer === 'unreachable') throw new ImdsUnreachable('connect ECONNREFUSED');
         return answer;
       },
-    },
+    }),
   };
   const machine: Machine = {
     ...disk,

@@ -11,6 +11,7 @@ import {
   supportMatrix,
   supportVerdict,
 } from '../../src/linux/checks/support-matrix.js';
+import { azureMetadataService } from '../../src/linux/metadata-service.js';
 import { fakeClock, fakeProcesses, memoryLog } from '../fakes.js';
 import { osReleaseFixture } from '../fixtures.js';
 
@@ -57,7 +58,7 @@ function world(overrides: {
     clock,
     architecture: overrides.architecture ?? 'x86_64',
     agentFolders: ['/var/lib/waagent'],
-    imds: {
+    metadata: azureMetadataService({
       get: async (path) => {
         requests.push(path);
         const result = imds(path);
@@ -65,7 +66,7 @@ function world(overrides: {
           throw new ImdsUnreachable('connect ECONNREFUSED 169.254.169.254:80');
         return result;
       },
-    },
+    }),
   };
   return { system, requests, clock, processes };
 }

@@ -20,6 +20,7 @@ import { supportVerdict } from '../../src/linux/checks/support-matrix.js';
 import { aadSshLoginForLinux } from '../../src/linux/extension.js';
 import { armor, publicKeys, trustedKeys } from '../../src/linux/keys.js';
 import { realMachine } from '../../src/linux/machine.js';
+import { azureMetadataService } from '../../src/linux/metadata-service.js';
 import { planInstall } from '../../src/linux/plan.js';
 import { KEY_FILE, MICROSOFT_KEY_FINGERPRINTS } from '../../src/linux/repository.js';
 import { type LinuxSettings, parseLinuxSettings } from '../../src/linux/settings.js';
@@ -716,7 +717,7 @@ describe('no secret in any log, status, event or error message', () => {
                     clock: context.clock,
                     architecture: 'x86_64',
                     agentFolders: [],
-                    imds: {
+                    metadata: azureMetadataService({
                       get: async (query: string): Promise<ImdsAnswer> => {
                         if (query.includes('azEnvironment'))
                           return { status: 200, body: TOKEN_JWT, retryAfterMs: undefined };
@@ -729,7 +730,7 @@ describe('no secret in any log, status, event or error message', () => {
                           retryAfterMs: undefined,
                         };
                       },
-                    },
+                    }),
                   } satisfies LinuxSystem;
                   const checks = await runChecks(system, { log: context.log, identity: true });
                   return { status: 'success', message: 'checked.', substatus: checks.steps };

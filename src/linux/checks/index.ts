@@ -1,21 +1,23 @@
-import { type Cloud, readCloud } from '../../clouds.js';
+import type { Cloud } from '../../clouds.js';
 import { type FailureStep, HandlerFailure, toFailure } from '../../failures.js';
 import type { Clock } from '../../io/clock.js';
-import type { Imds } from '../../io/imds.js';
 import type { Log } from '../../io/log.js';
 import type { Processes } from '../../io/processes.js';
-import { checkSystemAssignedIdentity } from './identity.js';
+import type { MetadataService } from '../metadata-service.js';
 import { installedLegacyPackages, legacyHandlerFolders } from './legacy.js';
 import { formatKib, MEMINFO_FILE, MINIMUM_MEMTOTAL_KIB, parseMemTotalKib } from './memory.js';
 import { OS_RELEASE_FILES, type OsRelease, parseOsRelease } from './os-release.js';
 import { supportVerdict } from './support-matrix.js';
 
-/** What the checks read of the VM; the real one reads the real files, processes and IMDS. */
+/**
+ * What the checks read of the machine; the real one reads the real files, processes and metadata
+ * service (IMDS on an Azure VM, HIMDS on an Arc-enabled server).
+ */
 export interface LinuxSystem {
   readText(file: string): Promise<string | undefined>;
   listDirectory(folder: string): Promise<string[]>;
   processes: Processes;
-  imds: Imds;
+  metadata: MetadataService;
   clock: Clock;
   /** `uname -m` style: `x86_64`, `aarch64`. */
   architecture: string;
@@ -38,7 +40,7 @@ export interface CheckResults {
 /**
  * The four checks, in the contract's order, before anything on the VM changes: operating system
  * (51), memory (24), AADLoginForLinux remnants (23), system-assigned identity (22, or 25 when IMDS
- * cannot tell). Each adds one step (a substatus entry) and one log line with its duration; the
+ * cannot tell; 35 on an Arc-enabled server, whose HIMDS is asked instead). Each adds one step (a substatus entry) and one log line with its duration; the
  * first failing one stops the rest and is thrown with the steps so far (the caller, which knows
  * every step of its command, marks the others as not run). `identity: false` skips
  * the only expensive one (a converged `enable`).
@@ -127,18 +129,18 @@ export async function runChecks(
   }
 
   const cloud = await step('ManagedIdentity', async () => {
-    const present = await checkSystemAssignedIdentity({
-      imds: system.imds,
+    const { metadata } = system;
+    const present = await metadata.confirmIdentity({
       clock: system.clock,
       log,
       ...(options.signal ? { signal: options.signal } : {}),
     });
-    const found = await readCloud(system.imds, {
+    const found = await metadata.readCloud({
       clock: system.clock,
       ...(options.signal ? { signal: options.signal } : {}),
     });
     if (!found)
-      log.warn('The cloud (IMDS compute/azEnvironment) is unknown; assuming AzurePublicCloud');
+      log.warn(`The cloud (${metadata.name} azEnvironment) is unknown; assuming AzurePublicCloud`);
     return {
       message: `${present} Cloud: ${found?.name ?? 'unknown, assuming AzurePublicCloud'}.`,
       value: found,

@@ -3,12 +3,14 @@ import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { systemClock } from '../../io/clock.js';
 import { errorMessage } from '../../io/files.js';
+import { directHimds } from '../../io/himds.js';
 import { directImds } from '../../io/imds.js';
 import { systemProcesses } from '../../io/processes.js';
 import type { DiagnoseRequest } from '../../lifecycle/extension.js';
 import { readHandlerEnvironment } from '../../protocol/handler-environment.js';
 import { readSettings } from '../../protocol/settings.js';
 import { realMachine } from '../machine.js';
+import { detectMachineKind } from '../machine-kind.js';
 import { DEFAULT_BASE_URL } from '../repository.js';
 import { parseLinuxSettings } from '../settings.js';
 import { unameMachine } from '../system.js';
@@ -17,9 +19,11 @@ import {
   type DiagnoseHost,
   diskItems,
   fipsItem,
+  himdsItems,
   imdsItems,
   legacyItem,
   lockItem,
+  machineKindItem,
   memoryItem,
   noexecItem,
   operatingSystemItems,
@@ -48,8 +52,16 @@ export async function diagnose(
     listDirectory: (folder) => readdir(folder).catch(() => []),
   });
   const repository = await configuredRepository(request.handlerDir);
-  const imds = await imdsItems(host);
+  const machine = await detectMachineKind({
+    exists: async (file) => (await fs.lstat(file).catch(() => undefined)) !== undefined,
+    readText: read,
+    env: process.env,
+  });
+  // On Arc the metadata service is the agent's HIMDS: 169.254.169.254 is never asked there.
+  const imds =
+    machine.kind === 'arc' ? await himdsItems(directHimds(), TIMEOUT_MS) : await imdsItems(host);
   const items: Item[] = [
+    machineKindItem(machine),
     ...(await operatingSystemItems(host)),
     await memoryItem(host),
     ...(await diskItems(host)),

@@ -1,7 +1,9 @@
 import { type Cloud, cloudNamed, clouds } from '../../clouds.js';
 import { failureKinds } from '../../failures.js';
 import { errorMessage } from '../../io/files.js';
+import { HIMDS_ADDRESS, HimdsChallengeFailed } from '../../io/himds.js';
 import { describeBody, IMDS_HOST, type Imds } from '../../io/imds.js';
+import { ARC_INSTANCE_PATH, ARC_TOKEN_PATH } from '../checks/arc-identity.js';
 import { TOKEN_PATH } from '../checks/identity.js';
 import { installedLegacyPackages, legacyHandlerFolders } from '../checks/legacy.js';
 import {
@@ -13,6 +15,7 @@ import {
 import { OS_RELEASE_FILES, parseOsRelease } from '../checks/os-release.js';
 import { SUPPORTED_ARCHITECTURES, supportVerdict } from '../checks/support-matrix.js';
 import type { Machine } from '../machine.js';
+import type { MachineKind } from '../machine-kind.js';
 import { describeHolders, findLockHolders } from '../package-lock.js';
 import { packageManagers } from '../package-managers/index.js';
 import { MAIN_PACKAGE, SELINUX_PACKAGE } from '../packages.js';
@@ -310,6 +313,71 @@ export async function imdsItems(
       '/metadata/instance/compute/azEnvironment?api-version=2018-10-01&format=text',
     ).catch(() => undefined);
     cloud = answer?.status === 200 ? cloudNamed(answer.body) : undefined;
+  }
+  return { items: [identity], cloud };
+}
+
+/** The machine kind, as the lifecycle commands decide it (machine-kind.ts). */
+export function machineKindItem(machine: MachineKind): Item {
+  return {
+    id: 'machine-kind',
+    title: 'Machine kind',
+    verdict: 'ok',
+    detail: `${machine.description}: ${machine.evidence}.`,
+  };
+}
+
+/**
+ * On an Azure Arc-enabled server: the identity from the agent's HIMDS (one token request with its
+ * key-file challenge; the key and the token are never shown) and the cloud it names.
+ */
+export async function himdsItems(
+  himds: Imds,
+  timeoutMs: number,
+): Promise<{ items: Item[]; cloud: Cloud | undefined }> {
+  const base = {
+    id: 'himds-identity',
+    title: `HIMDS (${HIMDS_ADDRESS}, directly) and the identity`,
+  };
+  const problem = (detail: string): Item => ({
+    ...base,
+    verdict: 'problem',
+    detail,
+    remedy: failureKinds.arcAgentUnavailable.remedy,
+  });
+  let identity: Item;
+  try {
+    const answer = await himds.get(ARC_TOKEN_PATH, { timeoutMs });
+    identity =
+      answer.status === 200 && /"access_token"\s*:\s*"[^"]/.test(answer.body)
+        ? {
+            ...base,
+            verdict: 'ok',
+            detail:
+              "HIMDS gave a token for the sign-in application after its key-file challenge: the Arc-enabled server's identity is there.",
+          }
+        : problem(
+            `HIMDS answered the identity request with HTTP ${answer.status}${describeBody(answer.body)}.`,
+          );
+  } catch (error) {
+    identity =
+      error instanceof HimdsChallengeFailed
+        ? problem(`${error.message}.`)
+        : problem(
+            `HIMDS did not answer: ${errorMessage(error)}. The agent is stopped, disconnected or expired.`,
+          );
+  }
+  let cloud: Cloud | undefined;
+  if (identity.verdict === 'ok') {
+    const answer = await himds.get(ARC_INSTANCE_PATH, { timeoutMs }).catch(() => undefined);
+    try {
+      const azEnvironment = (
+        JSON.parse(answer?.body ?? '') as { compute?: { azEnvironment?: unknown } }
+      ).compute?.azEnvironment;
+      cloud = typeof azEnvironment === 'string' ? cloudNamed(azEnvironment) : undefined;
+    } catch {
+      cloud = undefined;
+    }
   }
   return { items: [identity], cloud };
 }
