@@ -1,6 +1,6 @@
-import { z } from 'zod';
 import { HandlerFailure } from '../failures.js';
 import { proxyEnvironment } from '../io/proxy-environment.js';
+import { z } from '../io/zod.js';
 
 /**
  * The proxy on an Azure Arc-enabled server. The Connected Machine agent keeps its own proxy in

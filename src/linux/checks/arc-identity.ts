@@ -1,10 +1,10 @@
-import { z } from 'zod';
 import { type Cloud, cloudNamed } from '../../clouds.js';
 import { HandlerFailure } from '../../failures.js';
 import type { Clock } from '../../io/clock.js';
 import { HIMDS_ADDRESS, HimdsChallengeFailed } from '../../io/himds.js';
 import { describeBody, getWithRetries, type Imds } from '../../io/imds.js';
 import type { Log } from '../../io/log.js';
+import { z } from '../../io/zod.js';
 import { SIGN_IN_APPLICATION } from './identity.js';
 
 /** HIMDS's token endpoint for the sign-in application (the API version of Arc's Linux documentation). */
