@@ -1,0 +1,76 @@
+/**
+ * `npm run release -- --regions "Central US EUAP,East US 2 EUAP" [--media-base <url>]`: builds
+ * the zips of this commit and writes dist/release/<version>/ with both zips, both publishing
+ * definitions of each extension filled in, a CycloneDX SBOM per zip, RELEASE-NOTES.md and
+ * SHA256SUMS. Refuses, naming every problem, before writing anything (RELEASING.md).
+ *
+ * Regions: `--regions <list>` (separated by "," or ";"), `--regions-file <file>` (one per line,
+ * "#" starts a comment), or `--all-regions`.
+ */
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import type { Regions } from './release/definitions.js';
+import { RELEASE_LIMITS } from './release/limits.js';
+import { ReleaseRefused, release } from './release/run.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+const USAGE =
+  'usage: npm run release -- (--regions "<region>,<region>" | --regions-file <file> | --all-regions) [--media-base https://<account>.blob.core.windows.net/<container>]';
+
+/** The regions the command line asks for, or a refusal naming what is wrong with it. */
+async function regionsFrom(values: {
+  regions?: string;
+  'regions-file'?: string;
+  'all-regions'?: boolean;
+}): Promise<Regions> {
+  const given = [values.regions, values['regions-file'], values['all-regions']].filter(
+    (value) => value !== undefined && value !== false,
+  );
+  if (given.length !== 1) {
+    throw new ReleaseRefused([`name the regions exactly once. ${USAGE}`]);
+  }
+  if (values['all-regions']) return 'all';
+  const text = values.regions ?? (await fs.readFile(values['regions-file'] ?? '', 'utf8'));
+  const lines = values.regions
+    ? text.split(/[,;]/)
+    : text.split('\n').map((line) => line.replace(/#.*/, ''));
+  return lines.map((region) => region.trim()).filter((region) => region !== '');
+}
+
+async function main(): Promise<void> {
+  try {
+    const { values } = parseArgs({
+      options: {
+        regions: { type: 'string' },
+        'regions-file': { type: 'string' },
+        'all-regions': { type: 'boolean' },
+        'media-base': { type: 'string' },
+      },
+    });
+    const result = await release({
+      checkout: root,
+      regions: await regionsFrom(values),
+      ...(values['media-base'] ? { mediaBase: values['media-base'] } : {}),
+      limits: RELEASE_LIMITS,
+      build: true,
+      log: (line) => process.stdout.write(`${line}\n`),
+    });
+    process.stdout.write(
+      `released ${result.version} into ${path.relative(root, result.directory)}/:\n`,
+    );
+    for (const file of result.files) process.stdout.write(`  ${file}\n`);
+  } catch (error) {
+    if (error instanceof ReleaseRefused) {
+      process.stderr.write(`npm run release refused; nothing was written:\n`);
+      for (const problem of error.problems) process.stderr.write(`  - ${problem}\n`);
+    } else {
+      process.stderr.write(`npm run release failed: ${(error as Error).message}\n`);
+    }
+    process.exitCode = 1;
+  }
+}
+
+await main();
