@@ -3,6 +3,9 @@
  * and the machine. An `.xz` file is looked at through `xz -dc`, the way the entry script unpacks it.
  */
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { entryData, entryHead, type ZipArchive, type ZipFileEntry } from './zip-read.js';
 
 /** The architectures as Azure names them in `supportedArchitectures`. */
@@ -43,14 +46,21 @@ export function executableKind(
   return undefined;
 }
 
-/** The first bytes of an `.xz` entry once decompressed (`xz -dc | head -c`). */
+/** The first bytes of an `.xz` entry once decompressed (`xz -dc <file> | head -c`). */
 function xzHead(archive: ZipArchive, entry: ZipFileEntry): Buffer {
-  const run = spawnSync('sh', ['-c', `xz -dc | head -c ${HEAD_BYTES}`], {
-    input: entryData(archive, entry),
-    maxBuffer: 2 * HEAD_BYTES,
-  });
-  if (run.error) throw new Error(`cannot run xz to look into ${entry.name}: ${run.error.message}`);
-  return run.stdout;
+  const folder = mkdtempSync(path.join(os.tmpdir(), 'aad-xz-'));
+  try {
+    const file = path.join(folder, 'entry.xz');
+    writeFileSync(file, entryData(archive, entry));
+    const run = spawnSync('sh', ['-c', `xz -dc -- "$1" | head -c ${HEAD_BYTES}`, 'sh', file], {
+      maxBuffer: 2 * HEAD_BYTES,
+    });
+    if (run.error)
+      throw new Error(`cannot run xz to look into ${entry.name}: ${run.error.message}`);
+    return run.stdout;
+  } finally {
+    rmSync(folder, { recursive: true, force: true });
+  }
 }
 
 /**
