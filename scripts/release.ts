@@ -4,6 +4,9 @@
  * definitions of each extension filled in, a CycloneDX SBOM per zip, RELEASE-NOTES.md and
  * SHA256SUMS. Refuses, naming every problem, before writing anything (RELEASING.md).
  *
+ * `--test-type-suffix Test` writes the same release for the internal test types
+ * (AADSSHLoginForLinuxTest, AADLoginForWindowsTest) into dist/release/<version>-Test/.
+ *
  * Regions: `--regions <list>` (separated by "," or ";"), `--regions-file <file>` (one per line,
  * "#" starts a comment), or `--all-regions`.
  */
@@ -18,7 +21,7 @@ import { ReleaseRefused, release } from './release/run.js';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 const USAGE =
-  'usage: npm run release -- (--regions "<region>,<region>" | --regions-file <file> | --all-regions) [--media-base https://<account>.blob.core.windows.net/<container>]';
+  'usage: npm run release -- (--regions "<region>,<region>" | --regions-file <file> | --all-regions) [--media-base https://<account>.blob.core.windows.net/<container>] [--test-type-suffix Test]';
 
 /** The regions the command line asks for, or a refusal naming what is wrong with it. */
 async function regionsFrom(values: {
@@ -40,20 +43,31 @@ async function regionsFrom(values: {
   return lines.map((region) => region.trim()).filter((region) => region !== '');
 }
 
-async function main(): Promise<void> {
+/** The command line's options; an unknown or malformed option is a refusal showing the usage. */
+function parseCommandLine() {
   try {
-    const { values } = parseArgs({
+    return parseArgs({
       options: {
         regions: { type: 'string' },
         'regions-file': { type: 'string' },
         'all-regions': { type: 'boolean' },
         'media-base': { type: 'string' },
+        'test-type-suffix': { type: 'string' },
       },
     });
+  } catch (error) {
+    throw new ReleaseRefused([`${(error as Error).message}. ${USAGE}`]);
+  }
+}
+
+async function main(): Promise<void> {
+  try {
+    const { values } = parseCommandLine();
     const result = await release({
       checkout: root,
       regions: await regionsFrom(values),
       ...(values['media-base'] ? { mediaBase: values['media-base'] } : {}),
+      ...(values['test-type-suffix'] ? { testTypeSuffix: values['test-type-suffix'] } : {}),
       limits: RELEASE_LIMITS,
       build: true,
       log: (line) => process.stdout.write(`${line}\n`),

@@ -150,6 +150,31 @@ export function fillArmDefinition(template: string, placement: Placement): strin
   return `${JSON.stringify(JSON.parse(filled), null, 2)}\n`;
 }
 
+/**
+ * A filled-in pair of definitions published under another type of the same publisher (an internal
+ * test type such as `AADSSHLoginForLinuxTest`): `<Type>`, the identifier and the resource names.
+ */
+export function renameType(
+  definitions: { xml: string; json: string },
+  from: string,
+  to: string,
+): { xml: string; json: string } {
+  const xml = definitions.xml.replace(`<Type>${from}</Type>`, `<Type>${to}</Type>`);
+  const json = JSON.parse(definitions.json) as {
+    resources: {
+      name: string;
+      dependsOn?: string[];
+      properties: { identifier?: { type: string } };
+    }[];
+  };
+  for (const resource of json.resources) {
+    resource.name = resource.name.replace(`.${from}`, `.${to}`);
+    resource.dependsOn = resource.dependsOn?.map((entry) => entry.replace(`.${from}'`, `.${to}'`));
+    if (resource.properties.identifier?.type === from) resource.properties.identifier.type = to;
+  }
+  return { xml, json: `${JSON.stringify(json, null, 2)}\n` };
+}
+
 /** One child element of `ExtensionImage`: its name and text. */
 export interface XmlElement {
   name: string;

@@ -16,6 +16,7 @@ import {
   fillExtensionImage,
   type Placement,
   type Regions,
+  renameType,
 } from './definitions.js';
 import type { SizeLimits } from './limits.js';
 import {
@@ -34,6 +35,11 @@ export interface ReleaseOptions {
   regions: Regions;
   /** The URL of the folder the zips will be uploaded to; the MediaLinks stay empty without it. */
   mediaBase?: string;
+  /**
+   * Publish under internal test types instead (`Test` makes `AADSSHLoginForLinuxTest`): the same
+   * zips and checks, written to dist/release/<version>-<suffix>/ (RELEASING.md, "Test first").
+   */
+  testTypeSuffix?: string;
   limits: SizeLimits;
   /** Run `npm run package` first (the CLI always does; tests may reuse a build of the same commit). */
   build: boolean;
@@ -129,6 +135,14 @@ export async function preflight(options: ReleaseOptions): Promise<{ version: str
       }
     }
   }
+  if (options.testTypeSuffix !== undefined) {
+    if (!/^[A-Za-z0-9]+$/.test(options.testTypeSuffix)) {
+      problems.push(`--test-type-suffix ${options.testTypeSuffix} must be letters and digits`);
+    }
+    if (options.regions === 'all') {
+      problems.push('a test type is published to canary regions, never to every region');
+    }
+  }
   if (options.mediaBase !== undefined && !/^https:\/\/\S+[^/]$/.test(options.mediaBase)) {
     problems.push(`--media-base ${options.mediaBase} must be an https URL without a trailing /`);
   }
@@ -193,6 +207,7 @@ export async function release(options: ReleaseOptions): Promise<ReleaseResult> {
   const runtime = await bunRuntime(checkout);
   const problems: string[] = [];
   const prepared: {
+    built: string;
     extension: ExpectedExtension;
     names: ReturnType<typeof fileNames>;
     xml: string;
@@ -201,7 +216,17 @@ export async function release(options: ReleaseOptions): Promise<ReleaseResult> {
     targets: string[];
   }[] = [];
   for (const definition of extensionPackages) {
-    const extension = { namespace: PUBLISHER, type: definition.type, version };
+    const built = path.join(
+      dist,
+      zipName({ namespace: PUBLISHER, type: definition.type, version }),
+    );
+    const suffix = options.testTypeSuffix ?? '';
+    const extension: ExpectedExtension = {
+      namespace: PUBLISHER,
+      type: `${definition.type}${suffix}`,
+      version,
+      builtAs: definition.type,
+    };
     const names = fileNames(extension);
     const placement: Placement = {
       version,
@@ -209,19 +234,25 @@ export async function release(options: ReleaseOptions): Promise<ReleaseResult> {
       mediaLink: options.mediaBase ? `${options.mediaBase}/${names.zip}` : '',
     };
     const folder = path.join(checkout, 'manifest', definition.type);
-    const xml = fillExtensionImage(
-      await fs.readFile(path.join(folder, 'ExtensionImage.xml'), 'utf8'),
-      placement,
-    );
-    const json = fillArmDefinition(
-      await fs.readFile(path.join(folder, 'ExtensionImage.json'), 'utf8'),
-      placement,
+    const { xml, json } = renameType(
+      {
+        xml: fillExtensionImage(
+          await fs.readFile(path.join(folder, 'ExtensionImage.xml'), 'utf8'),
+          placement,
+        ),
+        json: fillArmDefinition(
+          await fs.readFile(path.join(folder, 'ExtensionImage.json'), 'utf8'),
+          placement,
+        ),
+      },
+      definition.type,
+      extension.type,
     );
     log(`checking ${names.zip} against its definitions`);
     problems.push(
       ...(await checkExtension(
         {
-          zip: path.join(dist, names.zip),
+          zip: built,
           xml: { name: `manifest/${definition.type}/ExtensionImage.xml`, text: xml },
           json: { name: `manifest/${definition.type}/ExtensionImage.json`, text: json },
         },
@@ -232,16 +263,17 @@ export async function release(options: ReleaseOptions): Promise<ReleaseResult> {
     const contents = await bundleContents(checkout, definition.entry);
     problems.push(...contents.problems.map((problem) => `${names.zip} SBOM: ${problem}`));
     const targets = definition.executables.map((executable) => executable.target);
-    prepared.push({ extension, names, xml, json, contents, targets });
+    prepared.push({ built, extension, names, xml, json, contents, targets });
   }
   if (problems.length) throw new ReleaseRefused(problems);
 
-  const directory = path.join(dist, 'release', version);
+  const folderName = options.testTypeSuffix ? `${version}-${options.testTypeSuffix}` : version;
+  const directory = path.join(dist, 'release', folderName);
   await fs.rm(directory, { recursive: true, force: true });
   await fs.mkdir(directory, { recursive: true });
   const zips: { name: string; sha256: string }[] = [];
   for (const item of prepared) {
-    const data = await fs.readFile(path.join(dist, item.names.zip));
+    const data = await fs.readFile(item.built);
     const digest = sha256(data);
     zips.push({ name: item.names.zip, sha256: digest });
     await fs.writeFile(path.join(directory, item.names.zip), data);

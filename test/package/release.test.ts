@@ -533,6 +533,53 @@ describe('npm run release in a fresh clone of HEAD', () => {
     );
   });
 
+  test('--test-type-suffix writes the same zips and definitions for the internal test types', async () => {
+    const result = await release({
+      checkout: clone,
+      regions: ['Central US EUAP'],
+      mediaBase: 'https://example.blob.core.windows.net/test',
+      testTypeSuffix: 'Test',
+      limits: NO_BUDGET,
+      build: false,
+      log: () => {},
+    });
+    assert.equal(path.basename(result.directory), `${version}-Test`);
+    for (const type of TYPES) {
+      const base = `${PUBLISHER}.${type}Test-${version}`;
+      const zip = await fs.readFile(path.join(result.directory, `${base}.zip`));
+      assert.ok(
+        zip.equals(
+          await fs.readFile(path.join(clone, 'dist', `${PUBLISHER}.${type}-${version}.zip`)),
+        ),
+      );
+      const xml = readExtensionImage(
+        await fs.readFile(path.join(result.directory, `${base}.ExtensionImage.xml`), 'utf8'),
+      );
+      assert.equal(xml.fields?.type, `${type}Test`);
+      assert.equal(xml.fields?.isInternal, true);
+      assert.equal(xml.fields?.mediaLink, `https://example.blob.core.windows.net/test/${base}.zip`);
+      const json = armDefinitionSchema.parse(
+        JSON.parse(
+          await fs.readFile(path.join(result.directory, `${base}.ExtensionImage.json`), 'utf8'),
+        ),
+      );
+      assert.equal(json.resources[0].properties.identifier.type, `${type}Test`);
+      assert.equal(json.resources[1].name, `${PUBLISHER}.${type}Test/${version}`);
+    }
+    await execFileAsync('sha256sum', ['-c', '--quiet', 'SHA256SUMS'], { cwd: result.directory });
+    await assert.rejects(
+      release({
+        checkout: clone,
+        regions: 'all',
+        testTypeSuffix: 'Test',
+        limits: NO_BUDGET,
+        build: false,
+        log: () => {},
+      }),
+      /a test type is published to canary regions, never to every region/,
+    );
+  });
+
   test('each SBOM lists the bundled packages at package-lock.json versions, and the Bun runtime', async () => {
     const folder = path.join(releaseFolder(), version);
     const packageJson = JSON.parse(await fs.readFile(path.join(clone, 'package.json'), 'utf8'));
