@@ -4,6 +4,7 @@
  * definitions of each extension filled in, a CycloneDX SBOM per zip, RELEASE-NOTES.md and
  * SHA256SUMS. Refuses, naming every problem, before writing anything (RELEASING.md).
  *
+ * `--public` makes the version public (IsInternalExtension false), the last step of a rollout.
  * `--test-type-suffix Test` writes the same release for the internal test types
  * (AADSSHLoginForLinuxTest, AADLoginForWindowsTest) into dist/release/<version>-Test/.
  *
@@ -21,7 +22,7 @@ import { ReleaseRefused, release } from './release/run.js';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 const USAGE =
-  'usage: npm run release -- (--regions "<region>,<region>" | --regions-file <file> | --all-regions) [--media-base https://<account>.blob.core.windows.net/<container>] [--test-type-suffix Test]';
+  'usage: npm run release -- (--regions "<region>,<region>" | --regions-file <file> | --all-regions) [--media-base https://<account>.blob.core.windows.net/<container>] [--public] [--test-type-suffix Test]';
 
 /** The regions the command line asks for, or a refusal naming what is wrong with it. */
 async function regionsFrom(values: {
@@ -53,6 +54,7 @@ function parseCommandLine() {
         'all-regions': { type: 'boolean' },
         'media-base': { type: 'string' },
         'test-type-suffix': { type: 'string' },
+        public: { type: 'boolean' },
       },
     });
   } catch (error) {
@@ -68,6 +70,7 @@ async function main(): Promise<void> {
       regions: await regionsFrom(values),
       ...(values['media-base'] ? { mediaBase: values['media-base'] } : {}),
       ...(values['test-type-suffix'] ? { testTypeSuffix: values['test-type-suffix'] } : {}),
+      public: values.public === true,
       limits: RELEASE_LIMITS,
       build: true,
       log: (line) => process.stdout.write(`${line}\n`),

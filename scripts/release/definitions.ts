@@ -175,6 +175,26 @@ export function renameType(
   return { xml, json: `${JSON.stringify(json, null, 2)}\n` };
 }
 
+/**
+ * A filled-in pair of definitions made public (`IsInternalExtension` false): listed, and delivered
+ * to every VM that asks for its major.minor. The committed definitions are internal.
+ */
+export function makePublic(definitions: { xml: string; json: string }): {
+  xml: string;
+  json: string;
+} {
+  return {
+    xml: definitions.xml.replace(
+      '<IsInternalExtension>true</IsInternalExtension>',
+      '<IsInternalExtension>false</IsInternalExtension>',
+    ),
+    json: definitions.json.replace(
+      '"isInternalExtension": "true"',
+      '"isInternalExtension": "false"',
+    ),
+  };
+}
+
 /** One child element of `ExtensionImage`: its name and text. */
 export interface XmlElement {
   name: string;

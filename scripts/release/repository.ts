@@ -45,6 +45,11 @@ export function compareVersions(a: string, b: string): number {
   return 0;
 }
 
+/** The commit a tag points at. */
+export function tagCommit(checkout: string, tag: string): string {
+  return git(checkout, ['rev-parse', `${tag}^{commit}`]).trim();
+}
+
 /** The highest release tag in the checkout, or undefined when nothing was released yet. */
 export function lastReleaseTag(checkout: string): { tag: string; version: string } | undefined {
   const versions = git(checkout, ['tag', '--list', 'v*'])

@@ -14,6 +14,7 @@ import {
   checkTemplates,
   fillArmDefinition,
   fillExtensionImage,
+  makePublic,
   type Placement,
   type Regions,
   renameType,
@@ -24,6 +25,7 @@ import {
   compareVersions,
   headCommit,
   lastReleaseTag,
+  tagCommit,
   uncleanFiles,
 } from './repository.js';
 import { type BundleContents, bundleContents, bunRuntime, cycloneDx } from './sbom.js';
@@ -40,6 +42,8 @@ export interface ReleaseOptions {
    * zips and checks, written to dist/release/<version>-<suffix>/ (RELEASING.md, "Test first").
    */
   testTypeSuffix?: string;
+  /** Make the version public (`IsInternalExtension` false): the last step of a rollout. */
+  public?: boolean;
   limits: SizeLimits;
   /** Run `npm run package` first (the CLI always does; tests may reuse a build of the same commit). */
   build: boolean;
@@ -109,10 +113,13 @@ export async function preflight(options: ReleaseOptions): Promise<{ version: str
         `CHANGELOG.md has no entry for ${version} (a "## ${version}" heading with the changes under it): write it first (npm run bump opens one)`,
       );
     }
-    const last = lastReleaseTag(checkout);
-    if (last && compareVersions(version, last.version) <= 0) {
+    const last = options.testTypeSuffix ? undefined : lastReleaseTag(checkout);
+    const order = last ? compareVersions(version, last.version) : 1;
+    const sameCommit =
+      last && order === 0 && tagCommit(checkout, last.tag) === headCommit(checkout).id;
+    if (last && order <= 0 && !sameCommit) {
       problems.push(
-        `version ${version} is not higher than the last release tag ${last.tag}: a published version is never rebuilt or overwritten; npm run bump -- hotfix`,
+        `version ${version} is not higher than the last release tag ${last.tag}: a published version is never rebuilt from other code or overwritten; npm run bump -- hotfix`,
       );
     }
   }
@@ -142,6 +149,7 @@ export async function preflight(options: ReleaseOptions): Promise<{ version: str
     if (options.regions === 'all') {
       problems.push('a test type is published to canary regions, never to every region');
     }
+    if (options.public) problems.push('a test type stays internal: drop --public');
   }
   if (options.mediaBase !== undefined && !/^https:\/\/\S+[^/]$/.test(options.mediaBase)) {
     problems.push(`--media-base ${options.mediaBase} must be an https URL without a trailing /`);
@@ -234,7 +242,7 @@ export async function release(options: ReleaseOptions): Promise<ReleaseResult> {
       mediaLink: options.mediaBase ? `${options.mediaBase}/${names.zip}` : '',
     };
     const folder = path.join(checkout, 'manifest', definition.type);
-    const { xml, json } = renameType(
+    const renamed = renameType(
       {
         xml: fillExtensionImage(
           await fs.readFile(path.join(folder, 'ExtensionImage.xml'), 'utf8'),
@@ -248,6 +256,7 @@ export async function release(options: ReleaseOptions): Promise<ReleaseResult> {
       definition.type,
       extension.type,
     );
+    const { xml, json } = options.public ? makePublic(renamed) : renamed;
     log(`checking ${names.zip} against its definitions`);
     problems.push(
       ...(await checkExtension(

@@ -26,7 +26,7 @@ import {
   readExtensionImage,
 } from '../../scripts/release/definitions.js';
 import { LINUX_ZIP_BUDGET_BYTES, RELEASE_LIMITS } from '../../scripts/release/limits.js';
-import { release } from '../../scripts/release/run.js';
+import { preflight, release } from '../../scripts/release/run.js';
 import { entryData, readZip } from '../../scripts/release/zip-read.js';
 import { writeZip, type ZipEntry } from '../../scripts/zip.js';
 import { extensionVersionOf, PUBLISHER, REPO_ROOT, requireZip } from './agent-driver.js';
@@ -437,8 +437,40 @@ describe('npm run release in a fresh clone of HEAD', () => {
           `version ${version.replaceAll('.', '\\.')} is not higher than the last release tag v${higher.replaceAll('.', '\\.')}`,
         ),
       );
+      const options = {
+        checkout: clone,
+        regions: CANARY,
+        limits: NO_BUDGET,
+        build: false,
+        log: () => {},
+      };
+      assert.deepEqual(await preflight({ ...options, testTypeSuffix: 'Test' }), { version });
     } finally {
       await git(clone, 'tag', '-d', `v${higher}`, 'v0.0.0.1');
+    }
+  });
+
+  test('releases a tagged version again from the tagged commit only (the next rollout step)', async () => {
+    const options = {
+      checkout: clone,
+      regions: CANARY,
+      limits: NO_BUDGET,
+      build: false,
+      log: () => {},
+    };
+    await git(clone, 'tag', `v${version}`);
+    try {
+      assert.deepEqual(await preflight(options), { version });
+      await git(clone, 'commit', '--quiet', '--allow-empty', '-m', 'later work');
+      await assert.rejects(
+        preflight(options),
+        new RegExp(
+          `version ${version.replaceAll('.', '\\.')} is not higher than the last release tag v`,
+        ),
+      );
+    } finally {
+      await git(clone, 'tag', '-d', `v${version}`);
+      await git(clone, 'reset', '--quiet', '--hard', 'HEAD~1');
     }
   });
 
@@ -570,6 +602,18 @@ describe('npm run release in a fresh clone of HEAD', () => {
     await assert.rejects(
       release({
         checkout: clone,
+        regions: CANARY,
+        testTypeSuffix: 'Test',
+        public: true,
+        limits: NO_BUDGET,
+        build: false,
+        log: () => {},
+      }),
+      /a test type stays internal: drop --public/,
+    );
+    await assert.rejects(
+      release({
+        checkout: clone,
         regions: 'all',
         testTypeSuffix: 'Test',
         limits: NO_BUDGET,
@@ -578,6 +622,28 @@ describe('npm run release in a fresh clone of HEAD', () => {
       }),
       /a test type is published to canary regions, never to every region/,
     );
+  });
+
+  test('--public with every region makes the definitions public and worldwide (the last rollout step)', async () => {
+    const result = await release({
+      checkout: clone,
+      regions: 'all',
+      public: true,
+      limits: NO_BUDGET,
+      build: false,
+      log: () => {},
+    });
+    for (const type of TYPES) {
+      const base = path.join(result.directory, `${PUBLISHER}.${type}-${version}`);
+      const xml = readExtensionImage(await fs.readFile(`${base}.ExtensionImage.xml`, 'utf8'));
+      assert.equal(xml.fields?.isInternal, false);
+      assert.equal(xml.fields?.regions, 'all');
+      const json = armDefinitionSchema.parse(
+        JSON.parse(await fs.readFile(`${base}.ExtensionImage.json`, 'utf8')),
+      );
+      assert.equal(json.resources[1].properties.isInternalExtension, 'false');
+      assert.deepEqual(json.resources[1].properties.regions, ['*']);
+    }
   });
 
   test('each SBOM lists the bundled packages at package-lock.json versions, and the Bun runtime', async () => {
