@@ -37,7 +37,12 @@ async function regionsFrom(values: {
     throw new ReleaseRefused([`name the regions exactly once. ${USAGE}`]);
   }
   if (values['all-regions']) return 'all';
-  const text = values.regions ?? (await fs.readFile(values['regions-file'] ?? '', 'utf8'));
+  const file = values['regions-file'];
+  const text =
+    values.regions ??
+    (await fs.readFile(file ?? '', 'utf8').catch((error: Error) => {
+      throw new ReleaseRefused([`cannot read the regions file ${file}: ${error.message}`]);
+    }));
   const lines = values.regions
     ? text.split(/[,;]/)
     : text.split('\n').map((line) => line.replace(/#.*/, ''));
