@@ -11,43 +11,17 @@
  * Regions: `--regions <list>` (separated by "," or ";"), `--regions-file <file>` (one per line,
  * "#" starts a comment), or `--all-regions`.
  */
-import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import type { Regions } from './release/definitions.js';
 import { RELEASE_LIMITS } from './release/limits.js';
+import { regionsFrom } from './release/regions.js';
 import { ReleaseRefused, release } from './release/run.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 const USAGE =
   'usage: npm run release -- (--regions "<region>,<region>" | --regions-file <file> | --all-regions) [--media-base https://<account>.blob.core.windows.net/<container>] [--public] [--test-type-suffix Test]';
-
-/** The regions the command line asks for, or a refusal naming what is wrong with it. */
-async function regionsFrom(values: {
-  regions?: string;
-  'regions-file'?: string;
-  'all-regions'?: boolean;
-}): Promise<Regions> {
-  const given = [values.regions, values['regions-file'], values['all-regions']].filter(
-    (value) => value !== undefined && value !== false,
-  );
-  if (given.length !== 1) {
-    throw new ReleaseRefused([`name the regions exactly once. ${USAGE}`]);
-  }
-  if (values['all-regions']) return 'all';
-  const file = values['regions-file'];
-  const text =
-    values.regions ??
-    (await fs.readFile(file ?? '', 'utf8').catch((error: Error) => {
-      throw new ReleaseRefused([`cannot read the regions file ${file}: ${error.message}`]);
-    }));
-  const lines = values.regions
-    ? text.split(/[,;]/)
-    : text.split('\n').map((line) => line.replace(/#.*/, ''));
-  return lines.map((region) => region.trim()).filter((region) => region !== '');
-}
 
 /** The command line's options; an unknown or malformed option is a refusal showing the usage. */
 function parseCommandLine() {
@@ -72,7 +46,7 @@ async function main(): Promise<void> {
     const { values } = parseCommandLine();
     const result = await release({
       checkout: root,
-      regions: await regionsFrom(values),
+      regions: await regionsFrom(values, USAGE),
       ...(values['media-base'] ? { mediaBase: values['media-base'] } : {}),
       ...(values['test-type-suffix'] ? { testTypeSuffix: values['test-type-suffix'] } : {}),
       public: values.public === true,

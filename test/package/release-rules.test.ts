@@ -4,8 +4,12 @@
  * an executable's first bytes are read, and how a package path maps to package-lock.json.
  */
 import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, test } from 'node:test';
 import { executableKind } from '../../scripts/release/executables.js';
+import { regionsFrom } from '../../scripts/release/regions.js';
 import { changelogEntry, compareVersions, RELEASE_TAG } from '../../scripts/release/repository.js';
 import { lockKeyOf, npmPurl } from '../../scripts/release/sbom.js';
 import { bumpNpmVersion, openChangelogEntry } from '../../scripts/version-bump.js';
@@ -50,6 +54,34 @@ describe('what the release reads from the repository', () => {
     });
     assert.equal(changelogEntry(changelog, '1.0.0.0')?.body, '- zero');
     assert.equal(changelogEntry(changelog, '1.0.0.2'), undefined);
+  });
+
+  test('regions come from a list, a file with comments, or every region, named exactly once', async () => {
+    assert.deepEqual(await regionsFrom({ regions: 'Central US EUAP, East US 2 EUAP;' }, ''), [
+      'Central US EUAP',
+      'East US 2 EUAP',
+    ]);
+    const folder = await fs.mkdtemp(path.join(os.tmpdir(), 'aad-regions-'));
+    try {
+      const file = path.join(folder, 'step-2.txt');
+      await fs.writeFile(file, '# step 2\nCentral US EUAP\n\nWest Central US  # next\n');
+      assert.deepEqual(await regionsFrom({ 'regions-file': file }, ''), [
+        'Central US EUAP',
+        'West Central US',
+      ]);
+      await assert.rejects(
+        regionsFrom({ 'regions-file': path.join(folder, 'none.txt') }, ''),
+        /cannot read the regions file .*none\.txt/,
+      );
+    } finally {
+      await fs.rm(folder, { recursive: true, force: true });
+    }
+    assert.equal(await regionsFrom({ 'all-regions': true }, ''), 'all');
+    await assert.rejects(
+      regionsFrom({ regions: 'A', 'all-regions': true }, 'usage'),
+      /name the regions exactly once\. usage/,
+    );
+    await assert.rejects(regionsFrom({}, 'usage'), /name the regions exactly once/);
   });
 
   test('release tags are v and four numbers, compared as numbers', () => {
