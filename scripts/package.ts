@@ -3,13 +3,13 @@
  * zips of the contract to dist/. Nothing else goes into a zip: the manifest, the entry script and
  * the executables.
  */
-import { execFileSync } from 'node:child_process';
-import { promises as fs } from 'node:fs';
+import { type ExecFileSyncOptionsWithStringEncoding, execFileSync } from 'node:child_process';
+import { promises as fs, realpathSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import packageJson from '../package.json' with { type: 'json' };
 import { toExtensionVersion } from '../src/version.js';
-import { writeZip, type ZipEntry } from './zip.js';
+import { writeZip, ZIP_EPOCH, type ZipEntry } from './zip.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dist = path.join(root, 'dist');
@@ -95,6 +95,31 @@ export function checkManifest(text: string, zipPaths: readonly string[]): string
   return problems;
 }
 
+/**
+ * The time every zip entry records, so that two builds of one commit give the same bytes:
+ * `SOURCE_DATE_EPOCH` (seconds) when set, else the date of the commit checked out at `checkout`,
+ * else (a copy that is not a git checkout) 1980-01-01.
+ */
+export function sourceDate(checkout: string = root): Date {
+  const fromEnvironment = process.env.SOURCE_DATE_EPOCH;
+  if (fromEnvironment && /^\d+$/.test(fromEnvironment)) {
+    return new Date(Number(fromEnvironment) * 1000);
+  }
+  try {
+    const options: ExecFileSyncOptionsWithStringEncoding = {
+      cwd: checkout,
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    };
+    const top = execFileSync('git', ['rev-parse', '--show-toplevel'], options).trim();
+    if (realpathSync(top) !== realpathSync(checkout)) return ZIP_EPOCH;
+    const seconds = execFileSync('git', ['log', '-1', '--format=%ct', 'HEAD'], options).trim();
+    return /^\d+$/.test(seconds) ? new Date(Number(seconds) * 1000) : ZIP_EPOCH;
+  } catch {
+    return ZIP_EPOCH;
+  }
+}
+
 async function compile(
   entry: string,
   { target, bytecode }: { target: string; bytecode: boolean },
@@ -126,6 +151,7 @@ function megabytes(bytes: number): string {
 
 async function main(): Promise<void> {
   const version = toExtensionVersion(packageJson.version);
+  const modified = sourceDate();
   await fs.rm(staging, { recursive: true, force: true });
   await fs.mkdir(dist, { recursive: true });
   for (const extension of extensionPackages) {
@@ -159,7 +185,7 @@ async function main(): Promise<void> {
       throw new Error(`manifest/${extension.type}/HandlerManifest.json: ${problems.join('; ')}`);
     }
     const zip = path.join(dist, `${PUBLISHER}.${extension.type}-${version}.zip`);
-    await writeZip(zip, entries);
+    await writeZip(zip, entries, modified);
     const size = (await fs.stat(zip)).size;
     process.stdout.write(`built ${path.relative(root, zip)} (${megabytes(size)})\n`);
     for (const entry of entries) {

@@ -13,10 +13,11 @@ cd "$(dirname "$0")/.."
 # gpg + gpgv (test keys, and checking that the keyrings we write verify signatures), and for the
 # real package managers (test/package/repos.ts, roots.ts): debootstrap (the Debian root), dnf,
 # zypper, rpm (rpmbuild, rpmsign), createrepo-c, apt-utils (apt-ftparchive), dpkg-dev, gpg-agent
-# (gpg signs through it).
+# (gpg signs through it); git (the build and release tests clone HEAD) and xz-utils (the release
+# looks into .xz executables).
 packages=(openssl binutils file python3 python3-distro python3-distutils util-linux iproute2
   qemu-user-static libc6-arm64-cross gpg gpgv debootstrap dnf zypper rpm createrepo-c apt-utils
-  dpkg-dev gpg-agent)
+  dpkg-dev gpg-agent git xz-utils)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
