@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import type { Extension } from './lifecycle/extension.js';
 import type { PipelineDependencies } from './lifecycle/pipeline.js';
@@ -110,8 +110,21 @@ export async function main<Settings>(
   return exit(result.exitCode, result.message);
 }
 
+/**
+ * Prints `message` and exits. Written straight to file descriptor 1: `process.stdout` is a stream
+ * whose first use loads Node's whole stream machinery (a tenth of a converged enable). A stdout
+ * that cannot take the line at once (a full non-blocking pipe) gets it through the stream.
+ */
 function exit(code: number, message: string): Promise<never> {
+  const bytes = Buffer.from(`${message}\n`);
+  let written = 0;
+  try {
+    written = writeSync(1, bytes);
+  } catch {
+    // EAGAIN or a closed stdout: the stream below waits for the one, and the exit code says it
+  }
+  if (written === bytes.length) process.exit(code);
   return new Promise(() => {
-    process.stdout.write(`${message}\n`, () => process.exit(code));
+    process.stdout.write(bytes.subarray(written), () => process.exit(code));
   });
 }
