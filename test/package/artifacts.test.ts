@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { compareVersions } from '../../scripts/release/repository.js';
 import {
   AGENT_PATH,
   type AgentSandbox,
@@ -30,16 +31,6 @@ const EXECUTABLES = {
   x64: 'bin/linux-x64/aadsshlogin-handler',
   arm64: 'bin/linux-arm64/aadsshlogin-handler',
 } as const;
-
-function compareVersions(a: string, b: string): number {
-  const left = a.split('.').map(Number);
-  const right = b.split('.').map(Number);
-  for (let index = 0; index < Math.max(left.length, right.length); index++) {
-    const difference = (left[index] ?? 0) - (right[index] ?? 0);
-    if (difference !== 0) return difference;
-  }
-  return 0;
-}
 
 /** The ELF header fields that tell the machine a file is built for. */
 async function elfHeader(
