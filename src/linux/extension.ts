@@ -1,7 +1,7 @@
 import { toFailure, withNotRun } from '../failures.js';
 import type { Extension, OperationContext, Outcome } from '../lifecycle/extension.js';
 import { CHECKS, runChecks, type Step } from './checks/index.js';
-import { CONVERGE_STEPS, converge, removeInstallation } from './installer.js';
+import { CONVERGE_STEPS, converge, queryPackages, removeInstallation } from './installer.js';
 import { realMachine } from './machine.js';
 import { DEFAULT_BASE_URL } from './repository.js';
 import { type LinuxSettings, parseLinuxSettings } from './settings.js';
@@ -92,18 +92,24 @@ async function configureVm(
   let checkSteps: Step[] = [];
   try {
     const system = await realLinuxSystem(context);
+    const base = {
+      ...jobBase(context),
+      architecture: system.architecture,
+      settings: context.settings,
+    };
+    // The AADLoginForLinux check and the plan share one query of the package database.
+    let installed: ReadonlyMap<string, string> | undefined;
     const checks = await runChecks(system, {
       log: context.log,
       signal: context.signal,
       identity: which === 'all',
+      queryPackages: async (os, names) => {
+        installed = await queryPackages({ ...base, os }, names);
+        return installed;
+      },
     });
     checkSteps = checks.steps;
-    const result = await converge({
-      ...jobBase(context),
-      os: checks.os,
-      architecture: system.architecture,
-      settings: context.settings,
-    });
+    const result = await converge({ ...base, os: checks.os, ...(installed ? { installed } : {}) });
     return {
       status: 'success',
       message: `${machineName(system.metadata.machine)} passed the checks; ${result.summary} Repository: ${context.settings.repository.baseUrl ?? DEFAULT_BASE_URL}.`,

@@ -53,6 +53,11 @@ export interface InstallJob {
   saveState(change: (state: HandlerState) => HandlerState): Promise<HandlerState>;
   /** The handler state as last saved: what a rollback undoes when saving fails (a full disk). */
   currentState(): HandlerState;
+  /**
+   * What the package database said earlier in this command (`queryPackages`), when it asked for
+   * every package the plan needs: then the plan asks nothing again.
+   */
+  installed?: ReadonlyMap<string, string>;
 }
 
 /** What recovering a journal and removing the installation need (no plan). */
@@ -135,10 +140,15 @@ export const CONVERGE_STEPS: readonly string[] = [
 
 export async function converge(job: InstallJob): Promise<ConvergeResult> {
   const { machine, log } = job;
+  const interrupted = readJournal(job.currentState()).length > 0;
   let state = await recoverInterruptedRun(job);
   const steps: FailureStep[] = [];
 
-  const prepared = await prepareRun(job, readInstallation(state));
+  // Undoing a killed run changed the package database: what was asked before it is stale.
+  const prepared = await prepareRun(
+    interrupted ? withoutAnswers(job) : job,
+    readInstallation(state),
+  );
   const { plan, manager, converged } = prepared;
 
   if (converged) {
@@ -260,7 +270,7 @@ export interface PreparedRun {
 /** What preparing a run needs: the install job without the state it would change. */
 export type PrepareJob = Pick<
   InstallJob,
-  'machine' | 'os' | 'architecture' | 'settings' | 'log' | 'signal' | 'remainingMs'
+  'machine' | 'os' | 'architecture' | 'settings' | 'log' | 'signal' | 'remainingMs' | 'installed'
 >;
 
 /**
@@ -348,9 +358,32 @@ async function planFor(
   const probe = planInstall(job.os, job.architecture, job.settings, new Map());
   if (!probe) return undefined;
   const manager = packageManagers[probe.repository.manager];
-  const installed = await queryInstalled(job, manager, packagesToQuery(job.os, manager.name));
+  const installed =
+    job.installed ?? (await queryInstalled(job, manager, packagesToQuery(job.os, manager.name)));
   const plan = planInstall(job.os, job.architecture, job.settings, installed);
   return plan ? { plan, manager, installed } : undefined;
+}
+
+function withoutAnswers(job: InstallJob): InstallJob {
+  const { installed: _stale, ...rest } = job;
+  return rest;
+}
+
+/**
+ * One query of the package database for `names` and every package the plan needs, through the
+ * VM's own package manager: what the AADLoginForLinux check and the plan share, so that a
+ * converged enable runs one package-manager process. `undefined` on a distribution without a
+ * repository family (the support check refuses those first).
+ */
+export async function queryPackages(
+  job: PrepareJob,
+  names: readonly string[],
+): Promise<ReadonlyMap<string, string> | undefined> {
+  const probe = planInstall(job.os, job.architecture, job.settings, new Map());
+  if (!probe) return undefined;
+  const manager = packageManagers[probe.repository.manager];
+  const all = [...new Set([...packagesToQuery(job.os, manager.name), ...names])];
+  return queryInstalled(job, manager, all);
 }
 
 async function queryInstalled(

@@ -11,6 +11,7 @@ import {
   converge,
   type InstallJob,
   prepareRun,
+  queryPackages,
   removeInstallation,
 } from '../../src/linux/installer.js';
 import { failureLines, readInstallation } from '../../src/linux/journal.js';
@@ -453,6 +454,52 @@ describe('converge on Debian (apt)', () => {
         (line) => line.level === 'warn' && /Left alone: .*microsoft-prod\.list/.test(line.message),
       ),
     );
+  });
+
+  // Claim: the package query the AADLoginForLinux check made is the plan's too: the converged
+  // enable runs one package-manager process; after a killed run is undone, it is asked again.
+  test('an answer the checks already got is used: a converged VM runs nothing at all', async () => {
+    const vm = fakeVm();
+    await converge(await job(vm, 'debian-12'));
+    const again = await job(vm, 'debian-12');
+    const installed = await queryPackages(again, ['aadlogin', 'aadlogin-selinux']);
+    assert.deepEqual(
+      vm.commands.at(-1)?.split(' ').slice(-7),
+      [
+        'aadsshlogin-selinux',
+        'aadsshlogin',
+        'selinux-policy-default',
+        'openssh-server',
+        'openssh',
+        'aadlogin',
+        'aadlogin-selinux',
+      ],
+      'one query for the check and the plan',
+    );
+    vm.commands.length = 0;
+    const result = await converge({ ...again, ...(installed ? { installed } : {}) });
+    assert.deepEqual(vm.commands, []);
+    assert.match(result.summary, /nothing needed changing/);
+  });
+
+  test('an answer from before a killed run was undone is not trusted: the plan asks again', async () => {
+    const vm = fakeVm({ installed: { aadsshlogin: '1.0.031070001' } });
+    const start: HandlerState = {
+      ...emptyState(),
+      journal: [{ kind: 'packages', manager: 'apt', names: ['aadsshlogin'] }],
+    };
+    const run = await job(vm, 'debian-12', {}, start);
+    const before = await queryPackages(run, []);
+    assert.ok(before?.has('aadsshlogin'));
+    await converge({ ...run, ...(before ? { installed: before } : {}) });
+    const purged = vm.commands.indexOf(`${PURGE} aadsshlogin`);
+    assert.ok(purged >= 0, 'the killed run is undone');
+    assert.ok(
+      vm.commands.findIndex((line, index) => index > purged && line.startsWith('dpkg-query')) >
+        purged,
+      'the package database is asked again after the undo',
+    );
+    assert.ok(vm.installed.has('aadsshlogin'), 'and aadsshlogin is installed again');
   });
 
   test('a journal left by a killed run is undone first', async () => {

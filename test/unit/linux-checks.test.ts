@@ -270,6 +270,30 @@ describe('the checks, in order', () => {
     );
   });
 
+  // Claim: given the command's shared package query, the check asks it (with the legacy names,
+  // once the distribution is known) and starts no process of its own.
+  test('with the shared package query, the aadlogin package fails with 23 and nothing else is run', async () => {
+    const { system, processes } = world({});
+    const asked: { os: string; names: readonly string[] }[] = [];
+    await expectFailure(
+      runChecks(system, {
+        log: memoryLog(),
+        identity: true,
+        queryPackages: async (os, names) => {
+          asked.push({ os: os.id, names });
+          return new Map([
+            ['aadlogin', '1.0.016890001'],
+            ['openssh-server', '1:8.9p1-3'],
+          ]);
+        },
+      }),
+      23,
+      /package aadlogin/,
+    );
+    assert.deepEqual(asked, [{ os: 'ubuntu', names: ['aadlogin', 'aadlogin-selinux'] }]);
+    assert.deepEqual(processes.calls, []);
+  });
+
   test("AADLoginForLinux's handler folder fails with 23 naming it", async () => {
     const { system } = world({
       folders: {

@@ -4,7 +4,7 @@ import type { Clock } from '../../io/clock.js';
 import type { Log } from '../../io/log.js';
 import type { Processes } from '../../io/processes.js';
 import type { MetadataService } from '../metadata-service.js';
-import { installedLegacyPackages, legacyHandlerFolders } from './legacy.js';
+import { installedLegacyPackages, LEGACY_PACKAGES, legacyHandlerFolders } from './legacy.js';
 import { formatKib, MEMINFO_FILE, MINIMUM_MEMTOTAL_KIB, parseMemTotalKib } from './memory.js';
 import { OS_RELEASE_FILES, type OsRelease, parseOsRelease } from './os-release.js';
 import { supportVerdict } from './support-matrix.js';
@@ -47,7 +47,20 @@ export interface CheckResults {
  */
 export async function runChecks(
   system: LinuxSystem,
-  options: { log: Log; signal?: AbortSignal; identity: boolean },
+  options: {
+    log: Log;
+    signal?: AbortSignal;
+    identity: boolean;
+    /**
+     * Asks the package database about `names` through the VM's package manager once the
+     * distribution is known, and keeps the answer for the plan (installer.ts queryPackages).
+     * Without it, the AADLoginForLinux check asks dpkg and rpm itself.
+     */
+    queryPackages?: (
+      os: OsRelease,
+      names: readonly string[],
+    ) => Promise<ReadonlyMap<string, string> | undefined>;
+  },
 ): Promise<CheckResults> {
   const { log } = options;
   const steps: Step[] = [];
@@ -107,7 +120,10 @@ export async function runChecks(
         folders.push(`${folder}/${entry}`);
       }
     }
-    const packages = await installedLegacyPackages(system.processes, options.signal);
+    const known = await options.queryPackages?.(os, LEGACY_PACKAGES);
+    const packages = known
+      ? LEGACY_PACKAGES.filter((name) => known.has(name))
+      : await installedLegacyPackages(system.processes, options.signal);
     if (packages.length || folders.length) {
       const found = [...packages.map((name) => `package ${name}`), ...folders].join(', ');
       throw new HandlerFailure(
