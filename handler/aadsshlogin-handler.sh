@@ -11,7 +11,12 @@
 set -u
 
 RUNTIME_CANNOT_START=52
-root=$(CDPATH= cd -- "$(dirname -- "$0")/.." && pwd -P) || exit "$RUNTIME_CANNOT_START"
+# The folder above this script's (without running dirname: every enable starts here).
+case "$0" in
+  */*) script_folder=${0%/*} ;;
+  *) script_folder=. ;;
+esac
+root=$(CDPATH= cd -- "$script_folder/.." && pwd -P) || exit "$RUNTIME_CANNOT_START"
 verb=${1:-}
 machine=$(uname -m 2>/dev/null || echo unknown)
 
