@@ -1,4 +1,12 @@
-import { constants, promises as fs } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  promises as fs,
+  fstatSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+} from 'node:fs';
 import path from 'node:path';
 
 /**
@@ -55,14 +63,44 @@ async function syncDirectory(dir: string): Promise<void> {
   await handle.close();
 }
 
-/** Reads a text file, or returns `undefined` when it does not exist. */
-export async function readTextIfExists(file: string): Promise<string | undefined> {
+/**
+ * Reads a file, or returns `undefined` when it does not exist. A regular file is read at once,
+ * synchronously: the runtime's asynchronous file calls cost more than reading a small file does,
+ * and a converged enable reads some thirty of them (docs/performance.md). The file is opened
+ * without blocking, so that anything else at the name (a FIFO) is left to the asynchronous read,
+ * which the command's deadline still bounds.
+ */
+export async function readFileIfExists(file: string): Promise<Buffer | undefined> {
+  let fd: number;
   try {
-    return await fs.readFile(file, 'utf8');
+    fd = openSync(file, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0));
   } catch (error) {
     if (isNotFound(error)) return undefined;
     throw error;
   }
+  try {
+    if (fstatSync(fd).isFile()) return readFileSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  return fs.readFile(file).catch((error: unknown) => {
+    if (isNotFound(error)) return undefined;
+    throw error;
+  });
+}
+
+/** The names in `folder` (read at once, like readFileIfExists); none when it cannot be read. */
+export async function listFolder(folder: string): Promise<string[]> {
+  try {
+    return readdirSync(folder);
+  } catch {
+    return [];
+  }
+}
+
+/** Reads a text file, or returns `undefined` when it does not exist. */
+export async function readTextIfExists(file: string): Promise<string | undefined> {
+  return (await readFileIfExists(file))?.toString('utf8');
 }
 
 export function isNotFound(error: unknown): boolean {

@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Clock } from '../io/clock.js';
-import { isNotFound, writeFileAtomic } from '../io/files.js';
+import { listFolder, readFileIfExists, writeFileAtomic } from '../io/files.js';
 import type { FetchOptions, FetchResult } from '../io/http.js';
 import type { Processes, RunResult } from '../io/processes.js';
 import { proxyEnvironment } from '../io/proxy-environment.js';
@@ -31,20 +31,13 @@ export interface Machine {
 
 export function realMachine(processes: Processes, clock: Clock): Machine {
   return {
-    async readFile(file) {
-      try {
-        return await fs.readFile(file);
-      } catch (error) {
-        if (isNotFound(error)) return undefined;
-        throw error;
-      }
-    },
+    readFile: readFileIfExists,
     async writeFile(file, content, mode) {
       await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o755 });
       await writeFileAtomic(file, content, mode);
     },
     removeFile: (file) => fs.rm(file, { force: true }),
-    listDirectory: (folder) => fs.readdir(folder).catch(() => []),
+    listDirectory: listFolder,
     processes,
     proxyEnvironment: proxyEnvironment(process.env),
     // Loaded only when the repository is really contacted: a converged enable never needs it.

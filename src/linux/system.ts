@@ -1,5 +1,5 @@
 import { promises as fs } from 'node:fs';
-import { isNotFound } from '../io/files.js';
+import { listFolder, readFileIfExists } from '../io/files.js';
 import type { Log } from '../io/log.js';
 import type { OperationContext } from '../lifecycle/extension.js';
 import { ARC_LOCAL_CONFIG, adoptProxyEnvironment, arcProxy } from './arc-proxy.js';
@@ -25,7 +25,7 @@ export async function realLinuxSystem(
   if (machine.kind === 'arc') await adoptArcProxy(context.log);
   return {
     readText,
-    listDirectory: (folder) => fs.readdir(folder).catch(() => []),
+    listDirectory: listFolder,
     processes: context.processes,
     metadata: metadataServiceOf(machine, { onSecret: (secret) => context.log.addSecret(secret) }),
     clock: context.clock,
@@ -54,12 +54,7 @@ async function adoptArcProxy(log: Log): Promise<void> {
 }
 
 async function readText(file: string): Promise<string | undefined> {
-  try {
-    return await fs.readFile(file, 'utf8');
-  } catch (error) {
-    if (isNotFound(error)) return undefined;
-    throw error;
-  }
+  return (await readFileIfExists(file))?.toString('utf8');
 }
 
 /** Node's architecture names as `uname -m` prints them. */
