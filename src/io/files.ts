@@ -1,11 +1,16 @@
 import {
   closeSync,
   constants,
+  fchmodSync,
   promises as fs,
   fstatSync,
+  fsyncSync,
   openSync,
   readdirSync,
   readFileSync,
+  renameSync,
+  rmSync,
+  writeSync,
 } from 'node:fs';
 import path from 'node:path';
 
@@ -28,39 +33,52 @@ export async function writeFileAtomic(
   content: string | Uint8Array,
   mode = 0o600,
 ): Promise<void> {
+  // Synchronous calls, like readFileIfExists: a handful of small writes per command.
   const dir = path.dirname(file);
   const temp = path.join(dir, `.${path.basename(file)}.${randomHex(6)}.tmp`);
-  const handle = await fs.open(
+  const fd = openSync(
     temp,
     constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | (constants.O_NOFOLLOW ?? 0),
     mode,
   );
   try {
-    await handle.chmod(mode);
-    await handle.writeFile(content);
-    await handle.sync();
+    fchmodSync(fd, mode);
+    const bytes = typeof content === 'string' ? Buffer.from(content) : content;
+    for (let written = 0; written < bytes.length; ) {
+      written += writeSync(fd, bytes, written);
+    }
+    fsyncSync(fd);
   } catch (error) {
-    await handle.close();
-    await fs.rm(temp, { force: true });
+    closeSync(fd);
+    rmSync(temp, { force: true });
     throw error;
   }
-  await handle.close();
+  closeSync(fd);
   try {
-    await fs.rename(temp, file);
+    renameSync(temp, file);
   } catch (error) {
-    await fs.rm(temp, { force: true });
+    rmSync(temp, { force: true });
     throw error;
   }
-  await syncDirectory(dir);
+  syncDirectory(dir);
 }
 
 /** Flushes a folder's entries (a rename) to disk where the platform allows it. */
-async function syncDirectory(dir: string): Promise<void> {
+function syncDirectory(dir: string): void {
   if (process.platform === 'win32') return;
-  const handle = await fs.open(dir, constants.O_RDONLY).catch(() => undefined);
-  if (!handle) return;
-  await handle.sync().catch(() => undefined);
-  await handle.close();
+  let fd: number;
+  try {
+    fd = openSync(dir, constants.O_RDONLY);
+  } catch {
+    return;
+  }
+  try {
+    fsyncSync(fd);
+  } catch {
+    // a file system that cannot flush a folder: the rename is still atomic
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /**

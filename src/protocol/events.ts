@@ -1,4 +1,4 @@
-import { promises as fs } from 'node:fs';
+import { promises as fs, lstatSync } from 'node:fs';
 import path from 'node:path';
 import { randomHex, writeFileAtomic } from '../io/files.js';
 import type { StatusValue, Substatus } from './status.js';
@@ -108,7 +108,7 @@ export async function writeEvents(
   events: readonly AgentEvent[],
   now: Date,
 ): Promise<{ file: string } | { skipped: string }> {
-  const stat = await fs.lstat(folder).catch(() => undefined);
+  const stat = lstatSync(folder, { throwIfNoEntry: false });
   if (!stat) return { skipped: `the events folder ${folder} does not exist` };
   if (!stat.isDirectory()) {
     return { skipped: `the events folder ${folder} is not a folder (a symlink is not followed)` };

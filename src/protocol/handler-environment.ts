@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { HandlerFailure } from '../failures.js';
 import type { Clock } from '../io/clock.js';
-import { errorMessage, isNotFound } from '../io/files.js';
+import { errorMessage, readTextIfExists } from '../io/files.js';
 import { z } from '../io/zod.js';
 
 /**
@@ -61,11 +61,15 @@ export async function readHandlerEnvironment(
   let problem = '';
   for (let attempt = 1; attempt <= attempts; attempt++) {
     if (attempt > 1) await clock.sleep(delayMs);
-    let text: string;
+    let text: string | undefined;
     try {
-      text = await fs.readFile(file, 'utf8');
+      text = await readTextIfExists(file);
     } catch (error) {
-      problem = isNotFound(error) ? 'it does not exist' : errorMessage(error);
+      problem = errorMessage(error);
+      continue;
+    }
+    if (text === undefined) {
+      problem = 'it does not exist';
       continue;
     }
     const parsed = parseHandlerEnvironment(text);

@@ -1,8 +1,8 @@
-import { constants, promises as fs } from 'node:fs';
+import { closeSync, constants, promises as fs, fsyncSync, openSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { HandlerFailure } from '../failures.js';
 import type { Clock } from '../io/clock.js';
-import { isNotFound, writeProblem } from '../io/files.js';
+import { readTextIfExists, writeProblem } from '../io/files.js';
 import { z } from '../io/zod.js';
 
 /**
@@ -115,9 +115,10 @@ export async function acquireLock(options: LockOptions): Promise<HeldLock> {
 }
 
 async function tryCreate(file: string, holder: LockHolder): Promise<boolean> {
-  let handle: fs.FileHandle;
+  // Synchronous calls, like writeFileAtomic (io/files.ts): every command takes this lock.
+  let fd: number;
   try {
-    handle = await fs.open(
+    fd = openSync(
       file,
       constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | (constants.O_NOFOLLOW ?? 0),
       0o600,
@@ -131,12 +132,13 @@ async function tryCreate(file: string, holder: LockHolder): Promise<boolean> {
     );
   }
   try {
-    await handle.writeFile(JSON.stringify(holder));
-    await handle.sync();
+    const bytes = Buffer.from(JSON.stringify(holder));
+    for (let written = 0; written < bytes.length; ) written += writeSync(fd, bytes, written);
+    fsyncSync(fd);
   } catch (error) {
     // A full disk takes the empty file but not its content: remove it, or the next command
     // would find an unreadable lock and wait for it to grow old before breaking it.
-    await handle.close().catch(() => undefined);
+    closeSync(fd);
     await fs.rm(file, { force: true });
     throw new HandlerFailure(
       'cannotWriteHandlerFiles',
@@ -144,17 +146,18 @@ async function tryCreate(file: string, holder: LockHolder): Promise<boolean> {
       { cause: error },
     );
   }
-  await handle.close();
+  closeSync(fd);
   return true;
 }
 
 async function readHolder(file: string): Promise<LockHolder | 'missing' | 'unreadable'> {
-  let text: string;
+  let text: string | undefined;
   try {
-    text = await fs.readFile(file, 'utf8');
-  } catch (error) {
-    return isNotFound(error) ? 'missing' : 'unreadable';
+    text = await readTextIfExists(file);
+  } catch {
+    return 'unreadable';
   }
+  if (text === undefined) return 'missing';
   try {
     const parsed = holderSchema.safeParse(JSON.parse(text));
     return parsed.success ? parsed.data : 'unreadable';

@@ -1,4 +1,4 @@
-import { promises as fs } from 'node:fs';
+import { readdirSync, type Stats, statSync } from 'node:fs';
 import path from 'node:path';
 import { isNotFound } from '../io/files.js';
 
@@ -25,7 +25,7 @@ export async function resolveSequenceNumber(
   }
   let names: string[];
   try {
-    names = await fs.readdir(configFolder);
+    names = readdirSync(configFolder);
   } catch (error) {
     if (isNotFound(error)) return { value: 0, source: 'default' };
     throw error;
@@ -34,7 +34,7 @@ export async function resolveSequenceNumber(
   for (const name of names) {
     const match = SETTINGS_FILE.exec(name);
     if (!match) continue;
-    const stat = await fs.stat(path.join(configFolder, name)).catch(() => undefined);
+    const stat = statOrUndefined(path.join(configFolder, name));
     if (!stat?.isFile()) continue;
     const value = Number(match[1]);
     if (
@@ -48,4 +48,12 @@ export async function resolveSequenceNumber(
   return newest
     ? { value: newest.value, source: 'newest settings file' }
     : { value: 0, source: 'default' };
+}
+
+function statOrUndefined(file: string): Stats | undefined {
+  try {
+    return statSync(file);
+  } catch {
+    return undefined;
+  }
 }

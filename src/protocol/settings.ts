@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { HandlerFailure } from '../failures.js';
-import { errorMessage, isNotFound } from '../io/files.js';
+import { errorMessage, readTextIfExists } from '../io/files.js';
 import { z } from '../io/zod.js';
 
 /** One `config/<seq>.settings` file as the agent writes it (all three keys, `null` when unset). */
@@ -46,13 +46,13 @@ export async function readSettings(
   sequenceNumber: number,
 ): Promise<HandlerSettings> {
   const file = path.join(configFolder, `${sequenceNumber}.settings`);
-  let text: string;
+  let text: string | undefined;
   try {
-    text = await fs.readFile(file, 'utf8');
+    text = await readTextIfExists(file);
   } catch (error) {
-    if (isNotFound(error)) return { file: undefined, ...NO_SETTINGS };
     throw new HandlerFailure('invalidSettings', `Cannot read ${file}: ${errorMessage(error)}.`);
   }
+  if (text === undefined) return { file: undefined, ...NO_SETTINGS };
   if (text.replace(/^\uFEFF/, '').trim() === '') return { file, ...NO_SETTINGS };
   let json: unknown;
   try {
