@@ -3,6 +3,7 @@
  * (git tags `v<four-part version>`), and what CHANGELOG.md says about a version.
  */
 import { execFileSync } from 'node:child_process';
+import { compareVersions } from '../../src/linux/checks/support-matrix.js';
 
 /** A release tag: `v` and the four-part extension version, e.g. `v1.0.2385.1`. */
 export const RELEASE_TAG = /^v(\d+\.\d+\.\d+\.\d+)$/;
@@ -32,17 +33,6 @@ export function headCommit(checkout: string): { id: string; time: Date } {
     .trim()
     .split(' ');
   return { id, time: new Date(Number(seconds) * 1000) };
-}
-
-/** Compares two four-part versions numerically: negative, 0 or positive. */
-export function compareVersions(a: string, b: string): number {
-  const left = a.split('.').map(Number);
-  const right = b.split('.').map(Number);
-  for (let index = 0; index < Math.max(left.length, right.length); index++) {
-    const difference = (left[index] ?? 0) - (right[index] ?? 0);
-    if (difference !== 0) return difference;
-  }
-  return 0;
 }
 
 /** The commit a tag points at. */

@@ -7,6 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { compareVersions } from '../../src/linux/checks/support-matrix.js';
 import { toExtensionVersion } from '../../src/version.js';
 import { extensionPackages, PUBLISHER } from '../package.js';
 import { checkExtension, type ExpectedExtension, zipName } from './checks.js';
@@ -22,7 +23,6 @@ import {
 import type { SizeLimits } from './limits.js';
 import {
   changelogEntry,
-  compareVersions,
   headCommit,
   lastReleaseTag,
   tagCommit,

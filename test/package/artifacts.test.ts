@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { compareVersions } from '../../scripts/release/repository.js';
+import { compareVersions } from '../../src/linux/checks/support-matrix.js';
 import {
   AGENT_PATH,
   type AgentSandbox,

@@ -6,7 +6,6 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 import {
@@ -24,8 +23,7 @@ import {
   requireZip,
   stopChild,
 } from './agent-driver.js';
-import { buildDeb } from './repos.js';
-import { type LinuxVm, linuxVm, unpackHandler, withLinuxVm } from './vm.js';
+import { type LinuxVm, linuxVm, unpackHandler, withLinuxVm, withSelinuxPolicy } from './vm.js';
 import { IDENTITY_NOT_FOUND, TOKEN_PATH } from './world.js';
 
 const version = extensionVersionOf();
@@ -310,16 +308,7 @@ test("a proxy in the agent's service: reported with its drop-in; the repository 
 
 test('SELinux policy present: aadsshlogin-selinux installed and its module registered', async () => {
   await withLinuxVm({ kind: 'debian', label: 'diagnose-selinux' }, async (vm) => {
-    const policy = await buildDeb({ name: 'selinux-policy-default', version: '2.20221101' });
-    await vm.root.writeFile('/tmp/selinux-policy-default.deb', await readFile(policy));
-    const dpkg = await vm.world.exec(['dpkg', '-i', '/tmp/selinux-policy-default.deb']);
-    assert.equal(dpkg.exitCode, 0, dpkg.stderr);
-    // The VM's semodule: lists the policy modules the packages shipped.
-    await vm.root.writeFile(
-      '/usr/sbin/semodule',
-      '#!/bin/sh\nfor f in /usr/share/selinux/packages/*.pp; do [ -e "$f" ] && basename "$f" .pp; done\nexit 0\n',
-      0o755,
-    );
+    await withSelinuxPolicy(vm);
     const handler = await handlerIn(vm);
     assertExit(await handler.run('install', { seq: 0 }), 0);
     const report = await diagnoseJson(vm, handler, { alone: true });

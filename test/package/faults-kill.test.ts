@@ -29,7 +29,7 @@ import {
   requireZip,
 } from './agent-driver.js';
 import { buildDeb, NEW_VERSION, type StandInPackage } from './repos.js';
-import { type LinuxVm, unpackHandler, withLinuxVm } from './vm.js';
+import { type LinuxVm, unpackHandler, withLinuxVm, withSelinuxPolicy } from './vm.js';
 import { KEYRING, LIST, RPM_KEY, YUM_REPO } from './vm-files.js';
 
 const version = extensionVersionOf();
@@ -471,12 +471,8 @@ describe('AADSSHLoginForLinux SIGKILLed at every phase on Debian 12 (apt, dpkg)'
     await withLinuxVm({ kind: 'debian', label: 'kill-verify' }, async (vm) => {
       // A VM with an SELinux policy: after installing, the handler asks `semodule -l` whether
       // aad_permissions is loaded. This semodule waits at a gate before it answers.
-      const policy = await buildDeb({ name: 'selinux-policy-default', version: '2.20221101' });
-      await vm.root.writeFile('/tmp/selinux-policy-default.deb', await readFile(policy));
-      const dpkg = await vm.world.exec(['dpkg', '-i', '/tmp/selinux-policy-default.deb']);
-      assert.equal(dpkg.exitCode, 0, dpkg.stderr);
-      await vm.root.writeFile(
-        '/usr/sbin/semodule',
+      await withSelinuxPolicy(
+        vm,
         [
           '#!/bin/sh',
           `: > ${SEMODULE_GATE}.reached`,
@@ -485,7 +481,6 @@ describe('AADSSHLoginForLinux SIGKILLed at every phase on Debian 12 (apt, dpkg)'
           'exit 0',
           '',
         ].join('\n'),
-        0o755,
       );
       const filesBefore = await aptFiles(vm);
       const handler = await handlerIn(vm);

@@ -25,7 +25,7 @@ import {
 } from './agent-driver.js';
 import { describeSimulation, runMirrorSimulation } from './mirror-simulation.js';
 import { NEW_VERSION, type RepoRequest, testSigningKey } from './repos.js';
-import { type LinuxVm, unpackHandler, withLinuxVm } from './vm.js';
+import { type LinuxVm, type LinuxVmOptions, unpackHandler, withLinuxVm } from './vm.js';
 import { KEYRING, LIST, RPM_KEY, YUM_REPO } from './vm-files.js';
 
 const version = extensionVersionOf();
@@ -65,9 +65,14 @@ async function snapshot(vm: LinuxVm): Promise<Record<string, string | undefined>
   );
 }
 
-async function statusOf(
-  handler: HandlerInstance,
-): Promise<{ status: string; code: number; message: string }> {
+/** What the status file of sequence number 0 says. */
+interface StatusSeen {
+  status: string;
+  code: number;
+  message: string;
+}
+
+async function statusOf(handler: HandlerInstance): Promise<StatusSeen> {
   const [entry] = JSON.parse((await handler.readStatusText(0)) ?? '[]') as [
     { status: { status: string; code: number; formattedMessage: { message: string } } },
   ];
@@ -126,18 +131,49 @@ async function assertRolledBack(
   assert.deepEqual((await vm.sandbox.readState())?.journal ?? [], [], 'nothing left to undo');
 }
 
+/**
+ * `install` in a new VM whose mirror misbehaves as `options` say: it succeeds with aadsshlogin
+ * installed, then `check` looks at what the VM and the mirror saw.
+ */
+async function installsDespite(
+  options: LinuxVmOptions,
+  check: (vm: LinuxVm) => Promise<void>,
+): Promise<void> {
+  await withLinuxVm(options, async (vm) => {
+    const handler = await handlerIn(vm);
+    assertExit(await handler.run('install', { seq: 0 }), 0);
+    assert.equal(await aadsshloginIn(vm), NEW_VERSION);
+    await check(vm);
+  });
+}
+
+/**
+ * `install` in a new VM whose mirror misbehaves as `options` say: it fails with `code` and leaves
+ * the VM as it was (assertRolledBack), then `check` looks at its output and status.
+ */
+async function refusedWith(
+  options: LinuxVmOptions,
+  code: number,
+  check: (vm: LinuxVm, install: CommandRun, status: StatusSeen) => Promise<void>,
+): Promise<void> {
+  await withLinuxVm(options, async (vm) => {
+    const before = await snapshot(vm);
+    const handler = await handlerIn(vm);
+    const install = await handler.run('install', { seq: 0 });
+    await assertRolledBack(vm, install, code, before);
+    await check(vm, install, await statusOf(handler));
+  });
+}
+
 describe('the handler against a misbehaving mirror (Debian 12, apt)', () => {
   test('the key answered 429 with Retry-After: 2 twice: each retry waits at least 2 s, then it installs', async () => {
-    await withLinuxVm(
+    await installsDespite(
       {
         kind: 'debian',
         label: 'mirror-429-ra',
         faults: [{ prefix: KEY_PATH, status: 429, retryAfter: 2, times: 2 }],
       },
       async (vm) => {
-        const handler = await handlerIn(vm);
-        assertExit(await handler.run('install', { seq: 0 }), 0);
-        assert.equal(await aadsshloginIn(vm), NEW_VERSION);
         const key = requestsFor(await vm.server.requests(), KEY_PATH);
         assert.deepEqual(
           key.requests.map((request) => [request.status, request.retryAfter]),
@@ -159,7 +195,7 @@ describe('the handler against a misbehaving mirror (Debian 12, apt)', () => {
   });
 
   test('429 without Retry-After, then 503: retries back off with jitter, each wait longer than the last, then it installs', async () => {
-    await withLinuxVm(
+    await installsDespite(
       {
         kind: 'debian',
         label: 'mirror-429-backoff',
@@ -169,9 +205,6 @@ describe('the handler against a misbehaving mirror (Debian 12, apt)', () => {
         ],
       },
       async (vm) => {
-        const handler = await handlerIn(vm);
-        assertExit(await handler.run('install', { seq: 0 }), 0);
-        assert.equal(await aadsshloginIn(vm), NEW_VERSION);
         const key = requestsFor(await vm.server.requests(), KEY_PATH);
         assert.deepEqual(
           key.requests.map((request) => request.status),
@@ -199,15 +232,11 @@ describe('the handler against a misbehaving mirror (Debian 12, apt)', () => {
   });
 
   test('the key answered 503 forever: exit 20 naming the URL inside the one-minute budget, nothing changed', async (t) => {
-    await withLinuxVm(
+    await refusedWith(
       { kind: 'debian', label: 'mirror-503', faults: [{ prefix: '/keys/', status: 503 }] },
-      async (vm) => {
-        const before = await snapshot(vm);
-        const handler = await handlerIn(vm);
-        const install = await handler.run('install', { seq: 0 });
-        await assertRolledBack(vm, install, 20, before);
+      20,
+      async (vm, install, status) => {
         const url = `${vm.server.url}${KEY_PATH}`;
-        const status = await statusOf(handler);
         assert.equal(status.code, 20);
         assert.match(status.message, new RegExp(`${url} answered HTTP 503`));
         const key = requestsFor(await vm.server.requests(), KEY_PATH);
@@ -226,7 +255,7 @@ describe('the handler against a misbehaving mirror (Debian 12, apt)', () => {
   });
 
   test("apt's own downloads: the .deb answered 503 four times, InRelease 429 seven (past apt's retries): apt retries, the handler runs apt-get update again, it installs", async () => {
-    await withLinuxVm(
+    await installsDespite(
       {
         kind: 'debian',
         label: 'mirror-apt-429',
@@ -236,9 +265,6 @@ describe('the handler against a misbehaving mirror (Debian 12, apt)', () => {
         ],
       },
       async (vm) => {
-        const handler = await handlerIn(vm);
-        assertExit(await handler.run('install', { seq: 0 }), 0);
-        assert.equal(await aadsshloginIn(vm), NEW_VERSION);
         const requests = await vm.server.requests();
         // apt's default (3 retries) would have given up after the 4th answer of each.
         const deb = requestsFor(requests, DEB_PATH);
@@ -276,18 +302,14 @@ describe('the handler against a misbehaving mirror (Debian 12, apt)', () => {
   });
 
   test('a mirror holding a partial copy of the key: exit 20, "did not answer with an OpenPGP key", nothing changed', async () => {
-    await withLinuxVm(
+    await refusedWith(
       {
         kind: 'debian',
         label: 'mirror-key-partial',
         faults: [{ prefix: KEY_PATH, partial: true }],
       },
-      async (vm) => {
-        const before = await snapshot(vm);
-        const handler = await handlerIn(vm);
-        const install = await handler.run('install', { seq: 0 });
-        await assertRolledBack(vm, install, 20, before);
-        const status = await statusOf(handler);
+      20,
+      async (vm, _install, status) => {
         assert.match(
           status.message,
           new RegExp(`${vm.server.url}${KEY_PATH} did not answer with an OpenPGP key`),
@@ -302,16 +324,13 @@ describe('the handler against a misbehaving mirror (Debian 12, apt)', () => {
   });
 
   test('the key download cut short once is fetched again, and the install succeeds', async () => {
-    await withLinuxVm(
+    await installsDespite(
       {
         kind: 'debian',
         label: 'mirror-key-cut',
         faults: [{ prefix: KEY_PATH, truncate: true, times: 1 }],
       },
       async (vm) => {
-        const handler = await handlerIn(vm);
-        assertExit(await handler.run('install', { seq: 0 }), 0);
-        assert.equal(await aadsshloginIn(vm), NEW_VERSION);
         const key = requestsFor(await vm.server.requests(), KEY_PATH);
         assert.deepEqual(
           key.requests.map((request) => [request.status, request.truncated]),
@@ -326,16 +345,13 @@ describe('the handler against a misbehaving mirror (Debian 12, apt)', () => {
   });
 
   test('the .deb download cut short once: apt fetches it again and the install succeeds', async () => {
-    await withLinuxVm(
+    await installsDespite(
       {
         kind: 'debian',
         label: 'mirror-deb-cut',
         faults: [{ prefix: DEB_PATH, truncate: true, times: 1 }],
       },
       async (vm) => {
-        const handler = await handlerIn(vm);
-        assertExit(await handler.run('install', { seq: 0 }), 0);
-        assert.equal(await aadsshloginIn(vm), NEW_VERSION);
         const deb = requestsFor(await vm.server.requests(), DEB_PATH);
         assert.deepEqual(
           deb.requests.map((request) => [request.status, request.truncated]),
@@ -349,20 +365,16 @@ describe('the handler against a misbehaving mirror (Debian 12, apt)', () => {
   });
 
   test('a mirror serving half a .deb as the whole file (sync in progress): apt refuses it, exit 28, everything rolled back', async () => {
-    await withLinuxVm(
+    await refusedWith(
       {
         kind: 'debian',
         label: 'mirror-deb-partial',
         // Once only: apt does not retry a file whose size or hash is wrong.
         faults: [{ prefix: DEB_PATH, partial: true, times: 1 }],
       },
-      async (vm) => {
-        const before = await snapshot(vm);
-        const handler = await handlerIn(vm);
-        const install = await handler.run('install', { seq: 0 });
-        await assertRolledBack(vm, install, 28, before);
+      28,
+      async (vm, install, status) => {
         assert.match(install.stdout, /returned to how it was before this run/);
-        const status = await statusOf(handler);
         assert.match(status.message, /apt-get install/);
         assert.match(status.message, /File has unexpected size|Hash Sum mismatch/);
         const deb = requestsFor(await vm.server.requests(), DEB_PATH);
@@ -375,14 +387,10 @@ describe('the handler against a misbehaving mirror (Debian 12, apt)', () => {
   });
 
   test('unsigned repository metadata (no InRelease, no Release.gpg): apt refuses it, exit 20, source file and key removed', async () => {
-    await withLinuxVm(
+    await refusedWith(
       { kind: 'debian', label: 'mirror-unsigned', repository: { unsignedMetadata: true } },
-      async (vm) => {
-        const before = await snapshot(vm);
-        const handler = await handlerIn(vm);
-        const install = await handler.run('install', { seq: 0 });
-        await assertRolledBack(vm, install, 20, before);
-        const status = await statusOf(handler);
+      20,
+      async (vm, install, status) => {
         assert.match(status.message, /apt-get update/);
         assert.match(status.message, /is not signed/);
         assert.match(install.stdout, /returned to how it was before this run/);
@@ -429,7 +437,7 @@ describe('the handler against a misbehaving mirror (Debian 12, apt)', () => {
 
 describe('the handler against a misbehaving mirror (AlmaLinux 9, dnf)', () => {
   test("the repository probe answered 503 (Retry-After: 1) twice, dnf's repomd.xml 429 six times and the package once: the handler retries, runs dnf makecache again, dnf installs", async () => {
-    await withLinuxVm(
+    await installsDespite(
       {
         kind: 'rpm',
         label: 'mirror-dnf',
@@ -448,10 +456,6 @@ describe('the handler against a misbehaving mirror (AlmaLinux 9, dnf)', () => {
         ],
       },
       async (vm) => {
-        const handler = await handlerIn(vm);
-        const install = await handler.run('install', { seq: 0 });
-        assertExit(install, 0);
-        assert.equal(await aadsshloginIn(vm), NEW_VERSION);
         const requests = await vm.server.requests();
         const probe = requestsFor(requests, '/rhel/9/prod/repodata/repomd.xml');
         assert.deepEqual(

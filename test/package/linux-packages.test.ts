@@ -7,7 +7,6 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { before, describe, test } from 'node:test';
 import { osReleaseFixture } from '../fixtures.js';
@@ -23,8 +22,14 @@ import {
   requireZip,
   stopChild,
 } from './agent-driver.js';
-import { buildDeb, dearmored, NEW_VERSION, OLD_VERSION } from './repos.js';
-import { type LinuxVm, type LinuxVmOptions, unpackHandler, withLinuxVm } from './vm.js';
+import { dearmored, NEW_VERSION, OLD_VERSION } from './repos.js';
+import {
+  type LinuxVm,
+  type LinuxVmOptions,
+  unpackHandler,
+  withLinuxVm,
+  withSelinuxPolicy,
+} from './vm.js';
 import { KEYRING, LIST, RPM_KEY, YUM_REPO, ZYPP_REPO } from './vm-files.js';
 
 const version = extensionVersionOf();
@@ -211,16 +216,7 @@ describe('AADSSHLoginForLinux packages on Debian 12 (apt, dpkg)', () => {
 
   test('SELinux policy installed: aadsshlogin-selinux first, then aadsshlogin, and the module is verified', async () => {
     await withVm({ kind: 'debian', label: 'selinux' }, async (vm) => {
-      const policy = await buildDeb({ name: 'selinux-policy-default', version: '2.20221101' });
-      await vm.root.writeFile('/tmp/selinux-policy-default.deb', await readFile(policy));
-      const dpkg = await vm.world.exec(['dpkg', '-i', '/tmp/selinux-policy-default.deb']);
-      assert.equal(dpkg.exitCode, 0, dpkg.stderr);
-      // The VM's semodule: lists the policy modules the packages shipped.
-      await vm.root.writeFile(
-        '/usr/sbin/semodule',
-        '#!/bin/sh\nfor f in /usr/share/selinux/packages/*.pp; do [ -e "$f" ] && basename "$f" .pp; done\nexit 0\n',
-        0o755,
-      );
+      await withSelinuxPolicy(vm);
       const handler = await handlerIn(vm);
       assertExit(await handler.run('install', { seq: 0 }), 0);
       const installed = await installedIn(vm);

@@ -10,10 +10,11 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 import { executableKind } from '../../scripts/release/executables.js';
 import { regionsFrom } from '../../scripts/release/regions.js';
-import { changelogEntry, compareVersions, RELEASE_TAG } from '../../scripts/release/repository.js';
+import { changelogEntry, RELEASE_TAG } from '../../scripts/release/repository.js';
 import { lockKeyOf, npmPurl } from '../../scripts/release/sbom.js';
 import { bumpNpmVersion, openChangelogEntry } from '../../scripts/version-bump.js';
 import { dosDateTime } from '../../scripts/zip.js';
+import { compareVersions } from '../../src/linux/checks/support-matrix.js';
 import { toExtensionVersion } from '../../src/version.js';
 
 describe('npm run bump', () => {

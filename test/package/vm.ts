@@ -24,9 +24,11 @@
  *
  * Nothing here changes `process.env` or the working directory.
  */
+import { promises as fs } from 'node:fs';
 import { osReleaseFixture } from '../fixtures.js';
 import { AgentSandbox, type HandlerInstance } from './agent-driver.js';
 import {
+  buildDeb,
   type PmcRepository,
   type PmcRepositoryOptions,
   pmcRepository,
@@ -191,4 +193,23 @@ export async function unpackHandler(
   const handler = await vm.sandbox.unpack(zip, version);
   await handler.writeSettings(0, { publicSettings });
   return handler;
+}
+
+/**
+ * A `semodule` that lists the policy modules the installed packages shipped (what the handler's
+ * `semodule -l` check reads).
+ */
+export const LISTING_SEMODULE =
+  '#!/bin/sh\nfor f in /usr/share/selinux/packages/*.pp; do [ -e "$f" ] && basename "$f" .pp; done\nexit 0\n';
+
+/**
+ * Makes a Debian VM one with an SELinux policy: installs a `selinux-policy-default` package (so the
+ * handler wants aadsshlogin-selinux too) and puts `semodule` at /usr/sbin/semodule.
+ */
+export async function withSelinuxPolicy(vm: LinuxVm, semodule = LISTING_SEMODULE): Promise<void> {
+  const policy = await buildDeb({ name: 'selinux-policy-default', version: '2.20221101' });
+  await vm.root.writeFile('/tmp/selinux-policy-default.deb', await fs.readFile(policy));
+  const dpkg = await vm.world.exec(['dpkg', '-i', '/tmp/selinux-policy-default.deb']);
+  if (dpkg.exitCode !== 0) throw new Error(`dpkg -i selinux-policy-default: ${dpkg.stderr}`);
+  await vm.root.writeFile('/usr/sbin/semodule', semodule, 0o755);
 }

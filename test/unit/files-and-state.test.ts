@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { checkManifest } from '../../scripts/package.js';
-import { writeFileAtomic } from '../../src/io/files.js';
+import { listFolder, readFileIfExists, writeFileAtomic } from '../../src/io/files.js';
 import {
   emptyState,
   fileStateStore,
@@ -26,6 +27,44 @@ describe('atomic files', () => {
       assert.equal(await readFile(target, 'utf8'), 'keep me');
       assert.equal(await readFile(path.join(dir, 'state.json'), 'utf8'), 'new');
       assert.deepEqual((await readdir(dir)).sort(), ['precious', 'state.json']);
+    } finally {
+      await cleanup();
+    }
+  });
+});
+
+describe('reading small files at once', () => {
+  test('a file, a missing file, a folder listing', async () => {
+    const { dir, cleanup } = await temporaryFolder();
+    try {
+      await writeFile(path.join(dir, 'a'), 'text');
+      assert.equal((await readFileIfExists(path.join(dir, 'a')))?.toString(), 'text');
+      assert.equal(await readFileIfExists(path.join(dir, 'missing')), undefined);
+      assert.deepEqual(await listFolder(dir), ['a']);
+      assert.deepEqual(await listFolder(path.join(dir, 'missing')), []);
+    } finally {
+      await cleanup();
+    }
+  });
+
+  // Claim: a FIFO at a name does not block the process on open (it would stop every timer,
+  // the deadline's too): it is read the asynchronous way, and what a writer sends arrives.
+  test('a FIFO at the name is read without blocking the process', async () => {
+    const { dir, cleanup } = await temporaryFolder();
+    try {
+      const fifo = path.join(dir, 'fifo');
+      const made = spawnSync('mkfifo', [fifo]);
+      assert.equal(made.status, 0, String(made.stderr));
+      const reading = readFileIfExists(fifo);
+      let ticked = false;
+      await new Promise((resolve) => setTimeout(resolve, 50)).then(() => {
+        ticked = true;
+      });
+      assert.ok(ticked, 'timers still run while the FIFO waits for a writer');
+      const writer = spawn('sh', ['-c', 'printf sent > "$1"', 'sh', fifo]);
+      const written = new Promise((resolve) => writer.once('close', resolve));
+      assert.equal((await reading)?.toString(), 'sent');
+      await written;
     } finally {
       await cleanup();
     }
@@ -85,6 +124,31 @@ describe('handler state', () => {
 });
 
 describe('entry point', () => {
+  // Claim (docs/performance.md): a bundle evaluates every module imported statically before its
+  // first line, so main.ts and the entries import nothing of the handler statically, and the
+  // libraries only some commands need are imported where they are first used.
+  test('the entry points load nothing before the verb; undici, node:http and node:child_process load when used', async () => {
+    const root = path.join(import.meta.dirname, '..', '..');
+    const staticImports = async (file: string) =>
+      [
+        ...(await readFile(path.join(root, file), 'utf8')).matchAll(
+          /^import (?!type )[^;]*? from '([^']+)'(?: with \{[^}]*\})?;$/gms,
+        ),
+      ].map((match) => match[1]);
+    assert.deepEqual(await staticImports('src/main.ts'), ['node:fs', 'node:path', './version.js']);
+    for (const entry of ['src/linux/main.ts', 'src/windows/main.ts']) {
+      assert.deepEqual(await staticImports(entry), ['../main.js'], entry);
+    }
+    for (const [file, library] of [
+      ['src/io/http.ts', 'undici'],
+      ['src/io/imds.ts', 'node:http'],
+      ['src/io/processes.ts', 'node:child_process'],
+    ]) {
+      assert.ok(!(await staticImports(file ?? '')).includes(library ?? ''), `${file}: ${library}`);
+    }
+    assert.deepEqual(await staticImports('src/version.ts'), ['../package.json']);
+  });
+
   test('the handler folder is found above the shipped executable', async () => {
     const { dir, cleanup } = await temporaryFolder();
     try {

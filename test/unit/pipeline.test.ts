@@ -396,6 +396,42 @@ describe('lifecycle pipeline', () => {
       await folder.cleanup();
     }
   });
+
+  // Claim: a state change that changes nothing writes nothing (a converged enable used to write
+  // state.json three times); a real change is written at once.
+  test('saveState writes the state only when the change changes it', async () => {
+    const folder = await handlerFolder();
+    const stateFile = path.join(stateFolder(folder.handlerDir, NAME), 'state.json');
+    const exists = () =>
+      readFile(stateFile).then(
+        () => true,
+        () => false,
+      );
+    try {
+      await folder.settings(0, {});
+      const seen: boolean[] = [];
+      const base = fakeExtension(succeed);
+      const extension: Extension<{ mirror?: string }> = {
+        ...base,
+        run: {
+          ...base.run,
+          enable: async (context) => {
+            await context.saveState((latest) => latest);
+            await context.saveState((latest) => ({ ...latest, journal: [...latest.journal] }));
+            seen.push(await exists());
+            await context.saveState((latest) => ({ ...latest, owner: 'someone' }));
+            seen.push(await exists());
+            return { status: 'success', message: 'enable done.' };
+          },
+        },
+      };
+      const { deps } = dependencies(folder.handlerDir, extension);
+      assert.equal((await runCommand('enable', deps)).exitCode, 0);
+      assert.deepEqual(seen, [false, true]);
+    } finally {
+      await folder.cleanup();
+    }
+  });
 });
 
 describe('install --dry-run and enable --dry-run', () => {

@@ -5,7 +5,7 @@ import { HIMDS_ADDRESS, HimdsChallengeFailed } from '../../io/himds.js';
 import { describeBody, getWithRetries, type Imds } from '../../io/imds.js';
 import type { Log } from '../../io/log.js';
 import { z } from '../../io/zod.js';
-import { SIGN_IN_APPLICATION } from './identity.js';
+import { isTokenAnswer, SIGN_IN_APPLICATION } from './identity.js';
 
 /** HIMDS's token endpoint for the sign-in application (the API version of Arc's Linux documentation). */
 export const ARC_TOKEN_PATH = `/metadata/identity/oauth2/token?api-version=2019-11-01&resource=${SIGN_IN_APPLICATION}`;
@@ -61,7 +61,7 @@ export async function checkArcIdentity(options: ArcIdentityOptions): Promise<str
     );
   }
   const { answer } = result;
-  if (answer.status === 200 && hasToken(answer.body)) {
+  if (answer.status === 200 && isTokenAnswer(answer.body)) {
     return `The Azure Arc-enabled server's system-assigned identity is present (HIMDS at ${HIMDS_ADDRESS} gave a token for the sign-in application after ${result.attempts} request${result.attempts === 1 ? '' : 's'}).`;
   }
   throw new HandlerFailure(
@@ -70,16 +70,6 @@ export async function checkArcIdentity(options: ArcIdentityOptions): Promise<str
       ? `HIMDS (${HIMDS_ADDRESS}) answered the identity request with 200 but no token.`
       : `HIMDS (${HIMDS_ADDRESS}) answered the identity request with HTTP ${answer.status}${describeBody(answer.body)}.`,
   );
-}
-
-const tokenAnswerSchema = z.object({ access_token: z.string().min(1) });
-
-function hasToken(body: string): boolean {
-  try {
-    return tokenAnswerSchema.safeParse(JSON.parse(body)).success;
-  } catch {
-    return false;
-  }
 }
 
 const instanceSchema = z.object({ compute: z.looseObject({ azEnvironment: z.string() }) });

@@ -97,7 +97,8 @@ export async function checkSystemAssignedIdentity(options: IdentityCheckOptions)
 /** The part of a token answer we look at: that there is a token (its value is never kept). */
 const tokenAnswerSchema = z.object({ access_token: z.string().min(1) });
 
-function isTokenAnswer(body: string): boolean {
+/** Whether a metadata service's answer holds a token (IMDS's and HIMDS's have the same shape). */
+export function isTokenAnswer(body: string): boolean {
   try {
     return tokenAnswerSchema.safeParse(JSON.parse(body)).success;
   } catch {
