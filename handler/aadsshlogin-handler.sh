@@ -81,7 +81,10 @@ cannot_start() {
 # test -x fails on a file system mounted noexec even when the mode allows it.
 [ -x "$executable" ] || cannot_start "$executable cannot be executed (is its file system mounted noexec?)."
 
-"$executable" "$@"
+# JavaScriptCore runs the handler in its interpreter: a command is short and waits on files and
+# programs, and the JIT compilers it would load cost ≈8 MiB and ≈8 ms per enable
+# (docs/performance.md).
+BUN_JSC_useJIT=0 "$executable" "$@"
 code=$?
 # 126 and 127 come from the system, not from the handler (whose codes are in its catalogue): the
 # executable could not be started, for example because the C library is too old for it.

@@ -110,6 +110,16 @@ describe('the Linux zip', () => {
     assert.ok(!text.includes('\r'), 'no CR line ends');
   });
 
+  test("the entry script starts the executable in JavaScriptCore's interpreter (no JIT)", async () => {
+    // ≈8 MiB of peak memory per command (docs/performance.md); the install and enable tests below
+    // run the executable this way.
+    const text = await fs.readFile(
+      path.join(handler.dir, 'handler', 'aadsshlogin-handler.sh'),
+      'utf8',
+    );
+    assert.match(text, /^BUN_JSC_useJIT=0 "\$executable" "\$@"$/m);
+  });
+
   for (const [arch, relative] of Object.entries(EXECUTABLES)) {
     test(`the ${arch} executable needs nothing newer than GLIBC_2.17 and nothing but glibc`, async () => {
       const file = path.join(handler.dir, relative);
