@@ -12,6 +12,7 @@
  * retries against a local server, in test/unit/http.test.ts. Assumes `npm run package` ran.
  */
 import assert from 'node:assert/strict';
+import path from 'node:path';
 import { before, describe, test } from 'node:test';
 import { osReleaseFixture } from '../fixtures.js';
 import {
@@ -21,7 +22,9 @@ import {
   type HandlerInstance,
   LINUX_HANDLER_NAME,
   type LogLine,
+  REPO_ROOT,
   requireZip,
+  runTool,
 } from './agent-driver.js';
 import { describeSimulation, runMirrorSimulation } from './mirror-simulation.js';
 import { NEW_VERSION, type RepoRequest, testSigningKey } from './repos.js';
@@ -498,5 +501,27 @@ describe('a scale set behind one NAT address against one rate-limited mirror', (
       assert.match(p.report?.message ?? '', /\/rhel\/9\/prod\/ with keys /);
       assert.ok(p.finishedMs - p.startedMs < 810_000, 'inside the install deadline');
     }
+  });
+
+  test("with one IMDS limited to 5 requests/s for all of them (the bench's scale step), 20 processes all pass the IMDS check through its 429s", async (t) => {
+    // The command line the bench runs: it compiles the client, then runs again in a network
+    // namespace of its own where the mock IMDS has 169.254.169.254.
+    const run = await runTool(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        path.join(REPO_ROOT, 'test', 'package', 'mirror-simulation.ts'),
+        '20',
+        '--imds',
+      ],
+      { cwd: REPO_ROOT, env: { ...process.env } as Record<string, string>, timeoutMs: 300_000 },
+    );
+    for (const line of run.stdout.trim().split('\n')) t.diagnostic(line);
+    assert.equal(run.exitCode, 0, `every process succeeded\n${run.stdout}${run.stderr}`);
+    const imds = /IMDS: .*?; (\d+) requests, .*; 429s received: (\d+);/.exec(run.stdout);
+    assert.ok(imds, 'the IMDS figures are printed');
+    assert.ok(Number(imds[1]) >= 40, 'each process asked for the identity and the cloud');
+    assert.ok(Number(imds[2]) > 0, 'IMDS did throttle');
   });
 });

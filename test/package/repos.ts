@@ -1002,6 +1002,29 @@ export interface RateLimit {
   burst: number;
 }
 
+/**
+ * {@link RateLimit}'s buckets, one per client key. The function takes a token from the client's
+ * bucket: `undefined` if it had one, else the whole seconds until it has one (at least 1).
+ */
+export function tokenBuckets(rateLimit: RateLimit): (client: string) => number | undefined {
+  const buckets = new Map<string, { tokens: number; at: number }>();
+  return (client) => {
+    const now = performance.now();
+    const bucket = buckets.get(client) ?? { tokens: rateLimit.burst, at: now };
+    bucket.tokens = Math.min(
+      rateLimit.burst,
+      bucket.tokens + ((now - bucket.at) / 1000) * rateLimit.perSecond,
+    );
+    bucket.at = now;
+    buckets.set(client, bucket);
+    if (bucket.tokens >= 1) {
+      bucket.tokens -= 1;
+      return undefined;
+    }
+    return Math.max(1, Math.ceil((1 - bucket.tokens) / rateLimit.perSecond));
+  };
+}
+
 export interface ServeOptions {
   /** Default 127.0.0.1. */
   host?: string;
@@ -1062,24 +1085,7 @@ function createRepoHttpServer(
 ): { server: http.Server; setFaults(faults: readonly RepoFault[]): void } {
   const realRoot = path.resolve(root);
   let faults: { fault: RepoFault; used: number }[] = [];
-  const buckets = new Map<string, { tokens: number; at: number }>();
-  /** Takes a token from the client's bucket: `undefined` if it had one, else the seconds to wait. */
-  const throttle = (client: string): number | undefined => {
-    if (!rateLimit) return undefined;
-    const now = performance.now();
-    const bucket = buckets.get(client) ?? { tokens: rateLimit.burst, at: now };
-    bucket.tokens = Math.min(
-      rateLimit.burst,
-      bucket.tokens + ((now - bucket.at) / 1000) * rateLimit.perSecond,
-    );
-    bucket.at = now;
-    buckets.set(client, bucket);
-    if (bucket.tokens >= 1) {
-      bucket.tokens -= 1;
-      return undefined;
-    }
-    return Math.max(1, Math.ceil((1 - bucket.tokens) / rateLimit.perSecond));
-  };
+  const throttle = rateLimit ? tokenBuckets(rateLimit) : () => undefined;
   const server = http.createServer((request, response) => {
     const method = request.method ?? 'GET';
     let pathname: string;
