@@ -1,4 +1,3 @@
-import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { HandlerFailure } from '../failures.js';
 import type { Clock } from '../io/clock.js';
