@@ -34,6 +34,7 @@ import {
   WINDOWS_HANDLER_NAME,
   zipPathOf,
 } from '../test/package/agent-driver.js';
+import { runSimulationWithImds } from '../test/package/mirror-simulation.js';
 import { type LinuxVm, linuxVm, unpackHandler } from '../test/package/vm.js';
 
 const args = process.argv.slice(2);
@@ -313,18 +314,7 @@ async function scale(): Promise<void> {
   process.stdout.write(
     '\n4. Scale: 200 processes, one mock mirror, one mock IMDS (mirror-simulation.ts --imds)\n',
   );
-  // In a network namespace of its own, where the mock IMDS can have 169.254.169.254.
-  const run = await runTool(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      path.join(REPO_ROOT, 'test', 'package', 'mirror-simulation.ts'),
-      '200',
-      '--imds',
-    ],
-    { cwd: REPO_ROOT, env: { ...process.env } as Record<string, string>, timeoutMs: 600_000 },
-  );
+  const run = await runSimulationWithImds(200, 600_000);
   for (const line of run.stdout.trim().split('\n')) process.stdout.write(`  ${line}\n`);
   if (run.exitCode !== 0)
     process.stdout.write(`  exit ${run.exitCode}: ${run.stderr.slice(-500)}\n`);

@@ -12,7 +12,6 @@
  * retries against a local server, in test/unit/http.test.ts. Assumes `npm run package` ran.
  */
 import assert from 'node:assert/strict';
-import path from 'node:path';
 import { before, describe, test } from 'node:test';
 import { osReleaseFixture } from '../fixtures.js';
 import {
@@ -22,11 +21,13 @@ import {
   type HandlerInstance,
   LINUX_HANDLER_NAME,
   type LogLine,
-  REPO_ROOT,
   requireZip,
-  runTool,
 } from './agent-driver.js';
-import { describeSimulation, runMirrorSimulation } from './mirror-simulation.js';
+import {
+  describeSimulation,
+  runMirrorSimulation,
+  runSimulationWithImds,
+} from './mirror-simulation.js';
 import { NEW_VERSION, type RepoRequest, testSigningKey } from './repos.js';
 import { type LinuxVm, type LinuxVmOptions, unpackHandler, withLinuxVm } from './vm.js';
 import { KEYRING, LIST, RPM_KEY, YUM_REPO } from './vm-files.js';
@@ -504,19 +505,8 @@ describe('a scale set behind one NAT address against one rate-limited mirror', (
   });
 
   test("with one IMDS limited to 5 requests/s for all of them (the bench's scale step), 20 processes all pass the IMDS check through its 429s", async (t) => {
-    // The command line the bench runs: it compiles the client, then runs again in a network
-    // namespace of its own where the mock IMDS has 169.254.169.254.
-    const run = await runTool(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        path.join(REPO_ROOT, 'test', 'package', 'mirror-simulation.ts'),
-        '20',
-        '--imds',
-      ],
-      { cwd: REPO_ROOT, env: { ...process.env } as Record<string, string>, timeoutMs: 300_000 },
-    );
+    // As the bench runs it: in a network namespace where the mock IMDS has 169.254.169.254.
+    const run = await runSimulationWithImds(20, 300_000);
     for (const line of run.stdout.trim().split('\n')) t.diagnostic(line);
     assert.equal(run.exitCode, 0, `every process succeeded\n${run.stdout}${run.stderr}`);
     const imds = /IMDS: .*?; (\d+) requests, .*; 429s received: (\d+);/.exec(run.stdout);

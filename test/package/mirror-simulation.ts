@@ -434,6 +434,22 @@ export function describeSimulation(result: MirrorSimulationResult): string[] {
 }
 
 const THIS_FILE = fileURLToPath(import.meta.url);
+
+/**
+ * The simulation with the mock IMDS, as `npm run bench` and a test run it: this file's command line
+ * in a process of its own (which runs itself again in a network namespace). Its output is
+ * {@link describeSimulation}'s lines; exit 0 when every process succeeded.
+ */
+export function runSimulationWithImds(
+  processes: number,
+  timeoutMs: number,
+): ReturnType<typeof runTool> {
+  return runTool(process.execPath, ['--import', 'tsx', THIS_FILE, String(processes), '--imds'], {
+    cwd: REPO_ROOT,
+    env: { ...process.env } as Record<string, string>,
+    timeoutMs,
+  });
+}
 if (process.argv[1] && path.resolve(process.argv[1]) === THIS_FILE) {
   const args = process.argv.slice(2);
   const inNamespace = args.includes('--in-namespace');
