@@ -15,8 +15,9 @@
  * 2. Install overhead: the first install and enable in a fresh VM, minus the time the handler's
  *    log records inside package-manager commands.
  * 3. Package sizes (dist/).
- * 4. Scale: the mirror simulation (mirror-simulation.ts), 200 processes against one mirror and one
- *    IMDS limited to 5 requests/s for all of them.
+ * 4. Scale: 200 handler processes (`install --dry-run` of the built zip, handler-scale.ts) against
+ *    one mirror and one IMDS limited to 5 requests/s for all of them; then the mirror simulation
+ *    (mirror-simulation.ts), 200 clients doing an AlmaLinux 9 install's repository step at once.
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
@@ -34,7 +35,8 @@ import {
   WINDOWS_HANDLER_NAME,
   zipPathOf,
 } from '../test/package/agent-driver.js';
-import { runSimulationWithImds } from '../test/package/mirror-simulation.js';
+import { runHandlerScaleCommand } from '../test/package/handler-scale.js';
+import { describeSimulation, runMirrorSimulation } from '../test/package/mirror-simulation.js';
 import { type LinuxVm, linuxVm, unpackHandler } from '../test/package/vm.js';
 
 const args = process.argv.slice(2);
@@ -311,10 +313,19 @@ async function sizes(): Promise<void> {
 }
 
 async function scale(): Promise<void> {
+  // Each in a network namespace of its own, where the mock IMDS can have 169.254.169.254.
   process.stdout.write(
-    '\n4. Scale: 200 processes, one mock mirror, one mock IMDS (mirror-simulation.ts --imds)\n',
+    '\n4. Scale: 200 handler processes, one mock mirror, one mock IMDS (handler-scale.ts)\n',
   );
-  const run = await runSimulationWithImds(200, 600_000);
+  printRun(await runHandlerScaleCommand(200, 900_000));
+  process.stdout.write(
+    '\n4b. The repository step of an AlmaLinux 9 install, 200 processes, one mock mirror (mirror-simulation.ts)\n',
+  );
+  const result = await runMirrorSimulation({ processes: 200 });
+  for (const line of describeSimulation(result)) process.stdout.write(`  ${line}\n`);
+}
+
+function printRun(run: { exitCode: number | null; stdout: string; stderr: string }): void {
   for (const line of run.stdout.trim().split('\n')) process.stdout.write(`  ${line}\n`);
   if (run.exitCode !== 0)
     process.stdout.write(`  exit ${run.exitCode}: ${run.stderr.slice(-500)}\n`);

@@ -33,6 +33,7 @@ import {
   requireZip,
   type ValidStatus,
 } from './agent-driver.js';
+import { runHandlerScaleCommand } from './handler-scale.js';
 import { type LinuxVm, withLinuxVm } from './vm.js';
 import { LIST } from './vm-files.js';
 import {
@@ -633,4 +634,18 @@ describe('IMDS misbehaving, through the built zip', { concurrency: 12 }, () => {
       );
     });
   }
+});
+
+describe('many handlers sharing one throttled IMDS', () => {
+  test('20 handler processes (install --dry-run of the built zip) let go at once against IMDS limited to 5 requests/s: all pass its 429s, each fetches the keys once', async (t) => {
+    // As `npm run bench` runs it with 200: in a network namespace of its own (handler-scale.ts).
+    const run = await runHandlerScaleCommand(20, 300_000);
+    for (const line of run.stdout.trim().split('\n')) t.diagnostic(line);
+    assert.equal(run.exitCode, 0, `every handler succeeded\n${run.stdout}${run.stderr}`);
+    const imds = /IMDS: (\d+) requests .*429s received: (\d+);/.exec(run.stdout);
+    assert.ok(imds, 'the IMDS figures are printed');
+    assert.ok(Number(imds[1]) >= 40, 'each handler asked for the identity and the cloud');
+    assert.ok(Number(imds[2]) > 0, 'IMDS did throttle');
+    assert.match(run.stdout, /mirror: 40 requests, per process 2 median, 2 max/);
+  });
 });

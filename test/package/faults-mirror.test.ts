@@ -23,11 +23,7 @@ import {
   type LogLine,
   requireZip,
 } from './agent-driver.js';
-import {
-  describeSimulation,
-  runMirrorSimulation,
-  runSimulationWithImds,
-} from './mirror-simulation.js';
+import { describeSimulation, runMirrorSimulation } from './mirror-simulation.js';
 import { NEW_VERSION, type RepoRequest, testSigningKey } from './repos.js';
 import { type LinuxVm, type LinuxVmOptions, unpackHandler, withLinuxVm } from './vm.js';
 import { KEYRING, LIST, RPM_KEY, YUM_REPO } from './vm-files.js';
@@ -502,16 +498,5 @@ describe('a scale set behind one NAT address against one rate-limited mirror', (
       assert.match(p.report?.message ?? '', /\/rhel\/9\/prod\/ with keys /);
       assert.ok(p.finishedMs - p.startedMs < 810_000, 'inside the install deadline');
     }
-  });
-
-  test("with one IMDS limited to 5 requests/s for all of them (the bench's scale step), 20 processes all pass the IMDS check through its 429s", async (t) => {
-    // As the bench runs it: in a network namespace where the mock IMDS has 169.254.169.254.
-    const run = await runSimulationWithImds(20, 300_000);
-    for (const line of run.stdout.trim().split('\n')) t.diagnostic(line);
-    assert.equal(run.exitCode, 0, `every process succeeded\n${run.stdout}${run.stderr}`);
-    const imds = /IMDS: .*?; (\d+) requests, .*; 429s received: (\d+);/.exec(run.stdout);
-    assert.ok(imds, 'the IMDS figures are printed');
-    assert.ok(Number(imds[1]) >= 40, 'each process asked for the identity and the cloud');
-    assert.ok(Number(imds[2]) > 0, 'IMDS did throttle');
   });
 });

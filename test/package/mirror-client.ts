@@ -2,14 +2,11 @@
  * One VM's conversation with the package repository, as the handler has it during `install`: the
  * production `fetchTrustedKeys` and `chooseRepository` (src/linux/repository-fetch.ts) over the
  * production HTTP client (`realMachine().fetchText`: undici, retries, backoff, Retry-After), with
- * the budget per request and the deadline of a real `install`. With `--imds`, first the install's
- * IMDS check as production has it (`azureMetadataService(directImds())`: the identity token with
- * its retries and backoff, then the cloud), against whatever answers on 169.254.169.254. Nothing
- * else of the handler runs: no other checks, no files written, no package manager.
- * mirror-simulation.ts compiles this file with the project's Bun (as scripts/package.ts compiles
- * the handler) and starts it hundreds of times.
+ * the budget per request and the deadline of a real `install`. Nothing else of the handler runs:
+ * no checks, no files written, no package manager. mirror-simulation.ts compiles this file with
+ * the project's Bun (as scripts/package.ts compiles the handler) and starts it hundreds of times.
  *
- *   mirror-client <baseUrl> <os-release file> <trusted fingerprint> [--imds] [--wait]
+ *   mirror-client <baseUrl> <os-release file> <trusted fingerprint> [--wait]
  *
  * Prints one JSON line ({@link MirrorClientReport}) and exits 0 when the repository step succeeded,
  * else with the handler's exit code for the failure (20 repositoryUnavailable, 27 …). With
@@ -21,14 +18,12 @@ import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { toFailure } from '../../src/failures.js';
 import { systemClock } from '../../src/io/clock.js';
-import { directImds } from '../../src/io/imds.js';
 import type { Log, LogFields } from '../../src/io/log.js';
 import { systemProcesses } from '../../src/io/processes.js';
 import { operations } from '../../src/lifecycle/operations.js';
 import { parseOsRelease } from '../../src/linux/checks/os-release.js';
 import { fetchBudgetMs, throttledFetchBudgetMs } from '../../src/linux/installer.js';
 import { realMachine } from '../../src/linux/machine.js';
-import { azureMetadataService } from '../../src/linux/metadata-service.js';
 import { planInstall } from '../../src/linux/plan.js';
 import { chooseRepository, fetchTrustedKeys } from '../../src/linux/repository-fetch.js';
 
@@ -43,23 +38,17 @@ export interface MirrorClientReport {
   finishedAt: number;
   /** Each wait the HTTP client chose before retrying (the handler logs these as warnings). */
   retries: { at: number; delayMs: number; problem: string }[];
-  /** With `--imds`: each wait before asking IMDS again for the identity. */
-  imdsRetries?: { at: number; delayMs: number; problem: string }[];
-  /** With `--imds`: the requests made to IMDS in all, the cloud it named, when the check ended. */
-  imdsRequests?: number;
-  cloud?: string | null;
-  imdsFinishedAt?: number;
 }
 
 async function main(argv: readonly string[]): Promise<number> {
-  const [baseUrl, osReleaseFile, fingerprint, ...flags] = argv;
+  const [baseUrl, osReleaseFile, fingerprint, wait] = argv;
   if (!baseUrl || !osReleaseFile || !fingerprint) {
     process.stderr.write(
-      'usage: mirror-client <baseUrl> <os-release file> <fingerprint> [--imds] [--wait]\n',
+      'usage: mirror-client <baseUrl> <os-release file> <fingerprint> [--wait]\n',
     );
     return 2;
   }
-  if (flags.includes('--wait')) {
+  if (wait === '--wait') {
     process.stdout.write('ready\n');
     const lines = createInterface({ input: process.stdin });
     const go = await new Promise<string>((resolve) => {
@@ -72,20 +61,9 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   const startedAt = Date.now();
   const retries: MirrorClientReport['retries'] = [];
-  const imdsRetries: NonNullable<MirrorClientReport['imdsRetries']> = [];
-  let imdsFinishedAt: number | undefined;
-  let imdsRequests = 0;
-  let cloud: string | null = null;
-  const note = (message: string, fields?: LogFields) => {
+  const note = (message: string, _fields?: LogFields) => {
     const retry = /^Retrying in (\d+) ms: (.*)$/.exec(message);
     if (retry) retries.push({ at: Date.now(), delayMs: Number(retry[1]), problem: retry[2] ?? '' });
-    if (message.startsWith('IMDS identity request failed; retrying')) {
-      imdsRetries.push({
-        at: Date.now(),
-        delayMs: Number(fields?.delayMs ?? 0),
-        problem: String(fields?.problem ?? ''),
-      });
-    }
   };
   const log: Log = {
     debug: note,
@@ -105,25 +83,11 @@ async function main(argv: readonly string[]): Promise<number> {
       startedAt,
       finishedAt: Date.now(),
       retries,
-      ...(flags.includes('--imds') ? { imdsRetries, imdsRequests, cloud, imdsFinishedAt } : {}),
     };
     process.stdout.write(`${JSON.stringify(line)}\n`);
     return code;
   };
   try {
-    if (flags.includes('--imds')) {
-      // The install's IMDS check (src/linux/checks/index.ts): the identity, then the cloud.
-      const imds = directImds();
-      const metadata = azureMetadataService({
-        get: (pathAndQuery, options) => {
-          imdsRequests += 1;
-          return imds.get(pathAndQuery, options);
-        },
-      });
-      await metadata.confirmIdentity({ clock: systemClock, log, signal });
-      cloud = (await metadata.readCloud({ clock: systemClock, signal }))?.name ?? null;
-      imdsFinishedAt = Date.now();
-    }
     const os = parseOsRelease(readFileSync(osReleaseFile, 'utf8'));
     const plan = planInstall(
       os,

@@ -19,18 +19,9 @@
  * packages.microsoft.com itself (apt's own downloads are apt's, see faults-mirror.test.ts).
  * Each process is a Bun-compiled executable of mirror-client.ts (about 70 ms of CPU and 50 MB),
  * started with an environment of its own (PATH only: no proxy of this machine).
- *
- * With `imds`, each process first runs the install's IMDS check against one mock IMDS on
- * 169.254.169.254:80 served here, limited to `imds.perSecond` requests per second for all of them
- * together: the VM's limit (5/s), as if the 200 handlers ran on one VM, which is the worst case.
- * The address must be on a local interface, so the command line below compiles the client, then
- * runs itself again in a network namespace of its own (`unshare --net`, as root) that has it:
- *
- *   node --import tsx test/package/mirror-simulation.ts 200 --imds
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { promises as fs, rmSync } from 'node:fs';
-import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -43,9 +34,7 @@ import {
   type RateLimit,
   type RepoRequest,
   serveRepository,
-  tokenBuckets,
 } from './repos.js';
-import { AZ_ENVIRONMENT_PATH, IMDS_ADDRESS, imdsToken } from './world.js';
 
 /** packages.microsoft.com's limit, scaled down: the rate 1.5 × theirs, a window of 2 s (not 300). */
 export const SCALED_PMC_RATE_LIMIT: RateLimit = { perSecond: 20, burst: 40 };
@@ -67,17 +56,7 @@ export interface MirrorSimulationOptions {
   repository?: PmcRepository;
   /** Processes still running then are killed (and count as failed). Default 300 s. */
   timeoutMs?: number;
-  /**
-   * Run the install's IMDS check first, against a mock IMDS on 169.254.169.254:80 with this limit
-   * for all processes together (see the file comment). Default: no IMDS.
-   */
-  imds?: RateLimit;
-  /** A mirror-client executable already built (default: built by {@link mirrorClientExecutable}). */
-  client?: string;
 }
-
-/** IMDS's documented limit per VM: 5 requests per second. */
-export const IMDS_RATE_LIMIT: RateLimit = { perSecond: 5, burst: 5 };
 
 export interface SimulatedProcess {
   index: number;
@@ -91,9 +70,6 @@ export interface SimulatedProcess {
   /** The requests the mirror got from it, and how many it answered 429 (rate limit). */
   requests: number;
   throttled: number;
-  /** With IMDS: the requests it made there, and whether it learnt the cloud (else it assumes public). */
-  imdsRequests: number;
-  cloudKnown: boolean;
   /** All its waits before retrying, added up, and the longest. */
   waitedMs: number;
   longestWaitMs: number;
@@ -126,65 +102,6 @@ export interface MirrorSimulationResult {
   earlyRetries: EarlyRetry[];
   /** Requests per second the mirror served (not 429) over the run. */
   servedPerSecond: number;
-  /** With IMDS: what the mock IMDS saw, and when the last process was through its check. */
-  imds?: {
-    rateLimit: RateLimit;
-    requests: number;
-    throttled: number;
-    requestsPerProcess: { median: number; max: number };
-    lastCheckDoneMs: number;
-    /** Processes that got no answer for the cloud in time and went on assuming the public cloud. */
-    cloudUnknown: number;
-  };
-}
-
-/**
- * The mock IMDS of the simulation on 169.254.169.254:80: a token for the identity request, the
- * cloud for azEnvironment, 429 (no Retry-After, as IMDS sends it) when the limit is used up.
- */
-async function serveImds(
-  rateLimit: RateLimit,
-): Promise<{ counts: { requests: number; throttled: number }; close(): Promise<void> }> {
-  const take = tokenBuckets(rateLimit);
-  const counts = { requests: 0, throttled: 0 };
-  const token = imdsToken('mirror-simulation');
-  const server = http.createServer((request, response) => {
-    counts.requests += 1;
-    if (take('vm') !== undefined) {
-      counts.throttled += 1;
-      response.writeHead(429, { 'Content-Type': 'application/json; charset=utf-8' });
-      response.end('{"error":"Too many requests"}');
-      return;
-    }
-    const pathname = new URL(request.url ?? '/', `http://${IMDS_ADDRESS}`).pathname;
-    if (pathname === AZ_ENVIRONMENT_PATH) {
-      response.writeHead(200, { 'Content-Type': 'text/plain' });
-      response.end('AzurePublicCloud');
-    } else if ('body' in token) {
-      response.writeHead(token.status, token.headers);
-      response.end(token.body);
-    }
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (error: NodeJS.ErrnoException) =>
-      reject(
-        error.code === 'EADDRNOTAVAIL' || error.code === 'EACCES'
-          ? new Error(
-              `the mock IMDS needs ${IMDS_ADDRESS} on a local interface: run the simulation in a network namespace (see mirror-simulation.ts)`,
-            )
-          : error,
-      ),
-    );
-    server.listen(80, IMDS_ADDRESS, resolve);
-  });
-  return {
-    counts,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
 }
 
 const CLIENT_SOURCE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'mirror-client.ts');
@@ -264,7 +181,7 @@ export async function runMirrorSimulation(
   const startWithinMs = options.startWithinMs ?? 1000;
   const rateLimit = options.rateLimit ?? SCALED_PMC_RATE_LIMIT;
   const timeoutMs = options.timeoutMs ?? 300_000;
-  const executable = options.client ?? (await mirrorClientExecutable());
+  const executable = await mirrorClientExecutable();
   const repository = options.repository ?? (await pmcRepository({ apt: [], rpm: ['rhel/9/prod'] }));
   // Each process gets a folder of its own (a symbolic link to the repository), so that the
   // mirror's records tell the processes apart although they all come from one address.
@@ -280,7 +197,6 @@ export async function runMirrorSimulation(
     await fs.writeFile(osReleaseFile, await osReleaseFixture(options.osRelease ?? 'almalinux-9.4'));
     // In a process of its own, so that starting hundreds of processes does not delay its answers.
     const server = await serveRepository(served, { rateLimit, launcher: (argv) => argv });
-    const imds = options.imds ? await serveImds(options.imds) : undefined;
     try {
       // Start every process and let it get ready (which takes seconds for hundreds on a small
       // machine), then tell each when to begin: all within `startWithinMs`.
@@ -297,7 +213,6 @@ export async function runMirrorSimulation(
             `${server.url}/${clientFolder(index)}`,
             osReleaseFile,
             repository.signingKey.fingerprint,
-            ...(imds ? ['--imds'] : []),
             '--wait',
           ],
           { env: { PATH: AGENT_PATH }, stdio: ['pipe', 'pipe', 'pipe'] },
@@ -342,8 +257,6 @@ export async function runMirrorSimulation(
               finishedMs: (report?.finishedAt ?? closedAt) - goAt,
               requests: 0,
               throttled: 0,
-              imdsRequests: report?.imdsRequests ?? 0,
-              cloudKnown: typeof report?.cloud === 'string',
               waitedMs: waits.reduce((sum, wait) => sum + wait, 0),
               longestWaitMs: Math.max(0, ...waits),
               stderr: stderr.slice(-2000),
@@ -384,26 +297,8 @@ export async function runMirrorSimulation(
         longestWaitMs: Math.max(...processes.map((p) => p.longestWaitMs)),
         earlyRetries: earlyRetries(requests),
         servedPerSecond: servedRequests / (wallMs / 1000),
-        ...(imds && options.imds
-          ? {
-              imds: {
-                rateLimit: options.imds,
-                requests: imds.counts.requests,
-                throttled: imds.counts.throttled,
-                requestsPerProcess: {
-                  median: median(processes.map((p) => p.imdsRequests)),
-                  max: Math.max(...processes.map((p) => p.imdsRequests)),
-                },
-                cloudUnknown: processes.filter((p) => p.exitCode === 0 && !p.cloudKnown).length,
-                lastCheckDoneMs: Math.max(
-                  ...processes.map((p) => (p.report?.imdsFinishedAt ?? goAt) - goAt),
-                ),
-              },
-            }
-          : {}),
       };
     } finally {
-      await imds?.close();
       await server.close();
     }
   } finally {
@@ -425,75 +320,25 @@ export function describeSimulation(result: MirrorSimulationResult): string[] {
     `429s received: ${result.throttled} in total`,
     `waiting: the longest any process waited in all was ${seconds(result.longestTotalWaitMs)}, the longest single wait ${seconds(result.longestWaitMs)}`,
     `retries sooner than Retry-After: ${result.earlyRetries.length}`,
-    ...(result.imds
-      ? [
-          `IMDS: one mock limited to ${result.imds.rateLimit.perSecond} requests/s (burst ${result.imds.rateLimit.burst}) for all processes together; ${result.imds.requests} requests, per process ${result.imds.requestsPerProcess.median} median, ${result.imds.requestsPerProcess.max} max; 429s received: ${result.imds.throttled}; every IMDS check done after ${seconds(result.imds.lastCheckDoneMs)}; ${result.imds.cloudUnknown} went on without the cloud (assuming AzurePublicCloud)`,
-        ]
-      : []),
   ];
 }
 
 const THIS_FILE = fileURLToPath(import.meta.url);
-
-/**
- * The simulation with the mock IMDS, as `npm run bench` and a test run it: this file's command line
- * in a process of its own (which runs itself again in a network namespace). Its output is
- * {@link describeSimulation}'s lines; exit 0 when every process succeeded.
- */
-export function runSimulationWithImds(
-  processes: number,
-  timeoutMs: number,
-): ReturnType<typeof runTool> {
-  return runTool(process.execPath, ['--import', 'tsx', THIS_FILE, String(processes), '--imds'], {
-    cwd: REPO_ROOT,
-    env: { ...process.env } as Record<string, string>,
-    timeoutMs,
-  });
-}
 if (process.argv[1] && path.resolve(process.argv[1]) === THIS_FILE) {
-  const args = process.argv.slice(2);
-  const inNamespace = args.includes('--in-namespace');
-  if (args.includes('--imds') && !inNamespace) {
-    // Compiling needs the network (Bun fetches the target runtime); the simulation must not have it.
-    const client = await mirrorClientExecutable();
-    const again = spawn(
-      'unshare',
-      [
-        '--net',
-        'sh',
-        '-c',
-        `ip link set lo up && ip addr add ${IMDS_ADDRESS}/32 dev lo && exec "$0" "$@"`,
-        process.execPath,
-        ...process.execArgv,
-        THIS_FILE,
-        ...args,
-        '--in-namespace',
-        `--client=${client}`,
-      ],
-      { stdio: 'inherit' },
+  const [processes, perSecond, burst] = process.argv.slice(2).map(Number);
+  const result = await runMirrorSimulation({
+    ...(processes ? { processes } : {}),
+    rateLimit: {
+      perSecond: perSecond || SCALED_PMC_RATE_LIMIT.perSecond,
+      burst: burst || SCALED_PMC_RATE_LIMIT.burst,
+    },
+  });
+  for (const line of describeSimulation(result)) process.stdout.write(`${line}\n`);
+  const failed = result.processes.filter((p) => p.exitCode !== 0);
+  for (const p of failed.slice(0, 5)) {
+    process.stdout.write(
+      `process ${p.index} failed (exit ${p.exitCode}): ${p.report?.message ?? p.stderr}\n`,
     );
-    process.exitCode = await new Promise<number>((resolve) =>
-      again.once('close', (code) => resolve(code ?? 1)),
-    );
-  } else {
-    const [processes, perSecond, burst] = args.filter((arg) => !arg.startsWith('--')).map(Number);
-    const client = args.find((arg) => arg.startsWith('--client='))?.slice('--client='.length);
-    const result = await runMirrorSimulation({
-      ...(processes ? { processes } : {}),
-      ...(args.includes('--imds') ? { imds: IMDS_RATE_LIMIT } : {}),
-      ...(client ? { client } : {}),
-      rateLimit: {
-        perSecond: perSecond || SCALED_PMC_RATE_LIMIT.perSecond,
-        burst: burst || SCALED_PMC_RATE_LIMIT.burst,
-      },
-    });
-    for (const line of describeSimulation(result)) process.stdout.write(`${line}\n`);
-    const failed = result.processes.filter((p) => p.exitCode !== 0);
-    for (const p of failed.slice(0, 5)) {
-      process.stdout.write(
-        `process ${p.index} failed (exit ${p.exitCode}): ${p.report?.message ?? p.stderr}\n`,
-      );
-    }
-    process.exitCode = failed.length > 0 ? 1 : 0;
   }
+  process.exitCode = failed.length > 0 ? 1 : 0;
 }
