@@ -63,6 +63,8 @@ export interface ScaledHandler {
   finishedMs: number;
   /** Identity requests IMDS answered with a transient failure (the handler's logged retries). */
   imdsRetries: number;
+  /** Whether it went on without the cloud (its azEnvironment request failed: a warning). */
+  cloudUnknown: boolean;
   /** Requests the mirror got from it, and how many it answered 429. */
   mirrorRequests: number;
   mirrorThrottled: number;
@@ -140,6 +142,7 @@ export async function runHandlerScale(
               exitCode,
               finishedMs: Date.now() - goAt,
               imdsRetries: output.split('IMDS identity request failed; retrying').length - 1,
+              cloudUnknown: /azEnvironment\) is unknown; assuming/.test(output),
               mirrorRequests: 0,
               mirrorThrottled: 0,
               output: output.slice(-2000),
@@ -287,7 +290,7 @@ export function describeHandlerScale(result: HandlerScaleResult): string[] {
   return [
     `${result.handlers.length} handler processes (install --dry-run of the built zip) let go at once, against one mirror limited to ${result.rateLimit.perSecond} requests/s (burst ${result.rateLimit.burst}) per client address and one IMDS limited to ${result.imdsLimit.perSecond} requests/s (burst ${result.imdsLimit.burst}) for all of them`,
     `all finished after ${seconds(result.wallMs)}; ${ok} succeeded; per process ${seconds(median(result.handlers.map((h) => h.finishedMs)))} median`,
-    `IMDS: ${result.imds.requests} requests (${(result.imds.requests / result.handlers.length).toFixed(1)} per process), 429s received: ${result.imds.throttled}; identity retries per process ${median(retries)} median, ${Math.max(...retries)} max`,
+    `IMDS: ${result.imds.requests} requests (${(result.imds.requests / result.handlers.length).toFixed(1)} per process), 429s received: ${result.imds.throttled}; identity retries per process ${median(retries)} median, ${Math.max(...retries)} max; ${result.handlers.filter((h) => h.cloudUnknown).length} went on without the cloud`,
     `mirror: ${result.mirror.requests} requests, per process ${median(mirror)} median, ${Math.max(...mirror)} max; 429s received: ${result.mirror.throttled}`,
   ];
 }
