@@ -89,7 +89,8 @@ export interface DefinitionFields {
 const FOUR_PART = /^\d+\.\d+\.\d+\.\d+$/;
 const IDENTIFIER = /^[^_\s]{1,255}$/;
 
-function escapeXml(text: string): string {
+/** Text for an XML element or attribute value. */
+export function escapeXml(text: string): string {
   return text
     .replaceAll('&', '&amp;')
     .replaceAll('<', '&lt;')

@@ -41,6 +41,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { escapeXml } from '../../scripts/release/definitions.js';
 import {
   AGENT_PATH,
   ensureWaagent,
@@ -180,14 +181,6 @@ export interface HandlerGoal {
   state: 'enabled' | 'uninstall';
   /** The extension's RuntimeSettings: its sequence number and public settings. */
   settings?: { seqNo: number; publicSettings: Record<string, unknown> };
-}
-
-function escapeXml(text: string): string {
-  return text
-    .replaceAll('&', '&amp;')
-    .replaceAll('<', '&lt;')
-    .replaceAll('>', '&gt;')
-    .replaceAll('"', '&quot;');
 }
 
 /** The GoalState document (§9.2): the incarnation, and where the agent fetches the rest. */

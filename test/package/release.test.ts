@@ -377,6 +377,15 @@ describe('a definition that disagrees with its zip (temporary copies of the buil
 describe('npm run release in a fresh clone of HEAD', () => {
   let clone = '';
   let version = '';
+  /** A release of the clone's dist/ as built (no new build, no size budget, no log), and `more`. */
+  const fromClone = <More extends object>(more: More) => ({
+    checkout: clone,
+    regions: CANARY,
+    limits: NO_BUDGET,
+    build: false,
+    log: () => {},
+    ...more,
+  });
   before(async () => {
     clone = await cloneHead('release');
     version = extensionVersionOf(clone);
@@ -437,27 +446,14 @@ describe('npm run release in a fresh clone of HEAD', () => {
           `version ${version.replaceAll('.', '\\.')} is not higher than the last release tag v${higher.replaceAll('.', '\\.')}`,
         ),
       );
-      const options = {
-        checkout: clone,
-        regions: CANARY,
-        limits: NO_BUDGET,
-        build: false,
-        log: () => {},
-      };
-      assert.deepEqual(await preflight({ ...options, testTypeSuffix: 'Test' }), { version });
+      assert.deepEqual(await preflight(fromClone({ testTypeSuffix: 'Test' })), { version });
     } finally {
       await git(clone, 'tag', '-d', `v${higher}`, 'v0.0.0.1');
     }
   });
 
   test('releases a tagged version again from the tagged commit only (the next rollout step)', async () => {
-    const options = {
-      checkout: clone,
-      regions: CANARY,
-      limits: NO_BUDGET,
-      build: false,
-      log: () => {},
-    };
+    const options = fromClone({});
     await git(clone, 'tag', `v${version}`);
     try {
       assert.deepEqual(await preflight(options), { version });
@@ -495,13 +491,7 @@ describe('npm run release in a fresh clone of HEAD', () => {
       assert.match(problems[0] ?? '', /over our size budget of 60\.0 MB for AADSSHLoginForLinux/);
       assert.ok(!existsSync(releaseFolder()), 'dist/release/ was written');
       // The rest of the release, shown on the same build with the budget set aside.
-      await release({
-        checkout: clone,
-        regions: CANARY,
-        limits: NO_BUDGET,
-        build: false,
-        log: () => {},
-      });
+      await release(fromClone({}));
     } else {
       assert.equal(run.exitCode, 0, run.stderr);
     }
@@ -566,15 +556,13 @@ describe('npm run release in a fresh clone of HEAD', () => {
   });
 
   test('--test-type-suffix writes the same zips and definitions for the internal test types', async () => {
-    const result = await release({
-      checkout: clone,
-      regions: ['Central US EUAP'],
-      mediaBase: 'https://example.blob.core.windows.net/test',
-      testTypeSuffix: 'Test',
-      limits: NO_BUDGET,
-      build: false,
-      log: () => {},
-    });
+    const result = await release(
+      fromClone({
+        regions: ['Central US EUAP'],
+        mediaBase: 'https://example.blob.core.windows.net/test',
+        testTypeSuffix: 'Test',
+      }),
+    );
     assert.equal(path.basename(result.directory), `${version}-Test`);
     for (const type of TYPES) {
       const base = `${PUBLISHER}.${type}Test-${version}`;
@@ -600,39 +588,17 @@ describe('npm run release in a fresh clone of HEAD', () => {
     }
     await execFileAsync('sha256sum', ['-c', '--quiet', 'SHA256SUMS'], { cwd: result.directory });
     await assert.rejects(
-      release({
-        checkout: clone,
-        regions: CANARY,
-        testTypeSuffix: 'Test',
-        public: true,
-        limits: NO_BUDGET,
-        build: false,
-        log: () => {},
-      }),
+      release(fromClone({ testTypeSuffix: 'Test', public: true })),
       /a test type stays internal: drop --public/,
     );
     await assert.rejects(
-      release({
-        checkout: clone,
-        regions: 'all',
-        testTypeSuffix: 'Test',
-        limits: NO_BUDGET,
-        build: false,
-        log: () => {},
-      }),
+      release(fromClone({ regions: 'all', testTypeSuffix: 'Test' })),
       /a test type is published to canary regions, never to every region/,
     );
   });
 
   test('--public with every region makes the definitions public and worldwide (the last rollout step)', async () => {
-    const result = await release({
-      checkout: clone,
-      regions: 'all',
-      public: true,
-      limits: NO_BUDGET,
-      build: false,
-      log: () => {},
-    });
+    const result = await release(fromClone({ regions: 'all', public: true }));
     for (const type of TYPES) {
       const base = path.join(result.directory, `${PUBLISHER}.${type}-${version}`);
       const xml = readExtensionImage(await fs.readFile(`${base}.ExtensionImage.xml`, 'utf8'));
